@@ -1,0 +1,415 @@
+"""The `rnncli` command line: parses options, resolves paths and `-`, calls the core, renders.
+
+Errors from the core are turned into one-line messages and exit codes here, in `RnnCliGroup`.
+Heavy modules (numpy, rich) are imported inside commands so `rnncli --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import Interrupted, RnnCliError, UsageError
+
+ACTIVATION_NAMES = ("tanh", "relu", "sigmoid", "hard_sigmoid", "linear", "softsign", "softplus", "elu")
+INIT_NAMES = ("keras", "torch", "uniform", "normal", "esn")
+FORMAT_NAMES = ("npy", "npz", "csv")
+
+
+class RnnCliGroup(click.Group):
+    """Maps rnncli's errors, interrupts and broken pipes to messages and exit codes, once for all commands."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        debug = ctx.params.get("debug") or os.environ.get("RNNCLI_DEBUG") == "1"
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            return super().invoke(ctx)
+        except RnnCliError as exc:
+            if debug:
+                traceback.print_exc()
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail(str(Interrupted("interrupted; no partial output was left")), Interrupted.exit_code)
+        except BrokenPipeError:
+            _silence_stdout()
+            raise click.exceptions.Exit(0) from None
+        except MemoryError:
+            _fail(
+                "out of memory: the input or model is too large for this machine; use fewer --units or split the input",
+                1,
+            )
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # a bug: still one line unless --debug
+            if debug:
+                traceback.print_exc()
+            _fail(
+                f"internal error: {type(exc).__name__}: {exc} (run with --debug for details, and please report it)", 1
+            )
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so Python's final flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"rnncli: error: {message}", err=True)
+    raise click.exceptions.Exit(code)
+
+
+@click.group(cls=RnnCliGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rnncli")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors (also RNNCLI_DEBUG=1).")
+def main(debug: bool) -> None:
+    """Run recurrent neural networks over sequence data from the shell.
+
+    Reads (timesteps, features) or (batch, timesteps, features) arrays from .npy, .npz,
+    CSV/TSV or stdin, runs a simple RNN h_t = tanh(W x_t + U h_{t-1} + b) and writes the
+    output sequence or final state. Data goes to stdout, summaries to stderr.
+
+    Example:  rnncli run sample_data/sines.npy --units 64 -o states.npy
+    """
+
+
+class UnitsType(click.ParamType):
+    name = "N[,N…]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            sizes = tuple(int(part) for part in str(value).split(","))
+        except ValueError:
+            self.fail(f"'{value}' is not a size or a comma list of sizes such as 64 or 64,32", param, ctx)
+        if any(size < 1 for size in sizes):
+            self.fail(f"units must be positive, got {value}", param, ctx)
+        return sizes
+
+
+def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that define the model, shared by `run` and `batch`."""
+    options = [
+        click.option(
+            "--units",
+            type=UnitsType(),
+            help="Units per layer: one size, or a comma list per layer (64,32). [default: 64]",
+        ),
+        click.option(
+            "--layers", type=click.IntRange(min=1), help="Number of stacked layers. [default: one per --units size]"
+        ),
+        click.option("--bidirectional", is_flag=True, default=None, help="Run every layer forwards and backwards."),
+        click.option(
+            "--merge",
+            type=click.Choice(["concat", "sum", "mul", "ave"]),
+            help="How bidirectional outputs combine. [default: concat]",
+        ),
+        click.option(
+            "--reverse",
+            is_flag=True,
+            default=None,
+            help="One direction, backwards in time (outputs aligned to input time).",
+        ),
+        click.option("--activation", type=click.Choice(ACTIVATION_NAMES), help="Activation function. [default: tanh]"),
+        click.option("--no-bias", "no_bias", is_flag=True, default=None, help="No bias terms."),
+        click.option(
+            "--clip",
+            type=click.FloatRange(min=0, min_open=True),
+            help="Clamp the pre-activation to [-C, C] (ONNX clip).",
+        ),
+        click.option(
+            "--leak",
+            type=click.FloatRange(0, 1, min_open=True),
+            help="Leaky integration rate A: h = (1-A) h + A f(…). [default: 1]",
+        ),
+        click.option(
+            "--init",
+            type=click.Choice(INIT_NAMES),
+            help="Random weight scheme: keras (default), torch, uniform (seed notebook), normal, esn.",
+        ),
+        click.option(
+            "--seed",
+            type=click.IntRange(min=0),
+            help="Seed for random weights; same seed, same weights on any machine. [default: 0]",
+        ),
+        click.option(
+            "--spectral-radius",
+            type=click.FloatRange(min=0),
+            help="Rescale W_hh to this spectral radius (reservoirs; esn default 0.9).",
+        ),
+        click.option("--input-scaling", type=float, help="Multiply random input weights and biases by S."),
+        click.option(
+            "--density",
+            type=click.FloatRange(0, 1, min_open=True),
+            help="Share of non-zero recurrent weights (esn default 0.1).",
+        ),
+        click.option(
+            "--dtype",
+            type=click.Choice(["float32", "float64"]),
+            help="Computation dtype. [default: float32, or the weights file's]",
+        ),
+        click.option(
+            "--weights",
+            type=click.Path(dir_okay=False),
+            help="Load weights (.npz with PyTorch nn.RNN state_dict names) instead of drawing them.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _model_options(params: dict[str, Any]) -> Any:
+    from .pipeline import ModelOptions
+
+    no_bias = params.pop("no_bias")
+    return ModelOptions(
+        bias=None if no_bias is None else not no_bias,
+        **{
+            name: params.pop(name)
+            for name in (
+                "units",
+                "layers",
+                "bidirectional",
+                "merge",
+                "reverse",
+                "activation",
+                "clip",
+                "leak",
+                "init",
+                "seed",
+                "spectral_radius",
+                "input_scaling",
+                "density",
+                "dtype",
+                "weights",
+            )
+        },
+    )
+
+
+@main.command()
+@click.argument("input", metavar="INPUT")
+@model_options
+@click.option("--time-major", is_flag=True, help="3-D input is (timesteps, batch, features), and so is the output.")
+@click.option(
+    "--lengths",
+    type=click.Path(dir_okay=False),
+    help="File of valid timesteps per batch row (variable-length sequences).",
+)
+@click.option(
+    "--initial-state",
+    type=click.Path(dir_okay=False),
+    help="Start from this state: (layers*directions, [batch,] units) .npy.",
+)
+@click.option(
+    "--save-state", type=click.Path(dir_okay=False), help="Write the final state of every layer/direction here (.npy)."
+)
+@click.option(
+    "--save-weights",
+    type=click.Path(dir_okay=False),
+    help="Write the weights used (.npz, PyTorch names) to repeat or ship the run.",
+)
+@click.option(
+    "--return",
+    "return_",
+    type=click.Choice(["sequence", "final", "both"]),
+    default="sequence",
+    show_default=True,
+    help="Every timestep's output, the final one, or both (an .npz with 'sequence' and 'final').",
+)
+@click.option("-o", "--output", default="-", show_default=True, help="Output file; - is stdout.")
+@click.option(
+    "--to", "to", type=click.Choice(FORMAT_NAMES), help="Output format. [default: from -o's extension; npy on stdout]"
+)
+@click.option(
+    "--from",
+    "from_",
+    type=click.Choice(FORMAT_NAMES),
+    help="Input format. [default: from the extension; sniffed on stdin]",
+)
+@click.option("--key", help="Which array of an .npz input to use.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr (warnings and errors still show).")
+@click.option("--show", is_flag=True, help="Draw a heatmap of the output (units × time) on stderr.")
+@click.option(
+    "--summary-json",
+    type=click.Path(dir_okay=False),
+    help="Write the summary's facts as JSON to this file (- for stdout when -o is a file).",
+)
+def run(input: str, **params: Any) -> None:
+    """Run an RNN over INPUT (a .npy/.npz/CSV file, or - for stdin).
+
+    INPUT is (timesteps, features), (batch, timesteps, features), or a 1-D series. Weights are
+    random and seeded (Keras defaults unless --init says otherwise) or loaded with --weights.
+
+    \b
+    Examples:
+      rnncli run sample_data/sines.npy --units 64 -o states.npy
+      cat sample_data/sines.csv | rnncli run - --units 32 --return final --to csv
+      rnncli run data.npy --init uniform --seed 7 --save-weights w.npz -o out.npy
+      rnncli run more.npy --weights w.npz --show -o out.npy
+    """
+    import numpy as np
+
+    from .io import as_sequences, write_array
+    from .pipeline import (
+        RunFacts,
+        build_model,
+        count_nonfinite,
+        describe_model,
+        output_statistics,
+        saturation_hint,
+        timed_forward,
+    )
+    from .summary import render_heatmap, render_preview, render_summary, render_warnings, stderr_console
+
+    options = _model_options(params)
+    return_mode, output, to = params["return_"], params["output"], params["to"]
+    quiet, console = params["quiet"], stderr_console()
+    out_fmt = _output_format(output, to, return_mode)
+    if params["summary_json"] == "-" and output == "-":
+        raise UsageError("--summary-json - needs stdout, but the data goes there; give -o FILE or a summary file")
+
+    loaded = _read_input(input, params["from_"], params["key"], console, quiet)
+    x = as_sequences(loaded.array, loaded.source)
+    built = build_model(options, x.shape[-1])
+    model = built.model
+    initial_state = _read_array(params["initial_state"]) if params["initial_state"] else None
+    lengths = _read_array(params["lengths"]).reshape(-1) if params["lengths"] else None
+
+    facts = RunFacts(
+        input={
+            "source": loaded.source,
+            "format": loaded.fmt,
+            "key": loaded.key,
+            "shape": list(loaded.array.shape),
+            "dtype": str(loaded.array.dtype),
+            **count_nonfinite(loaded.array),
+        },
+        model=describe_model(built),
+    )
+    if facts.input["nan"] or facts.input["inf"]:
+        facts.warnings.append(
+            f"the input holds {facts.input['nan']} NaN and {facts.input['inf']} Inf values; "
+            "they propagate through the recurrence"
+        )
+
+    result, seconds = timed_forward(
+        model, x, initial_state=initial_state, lengths=lengths, time_major=params["time_major"]
+    )
+    steps = x.shape[0] if x.ndim == 2 else x.shape[0] * x.shape[1]
+    items = {"sequence": result.sequence, "final": result.final}
+    if return_mode != "both":
+        items = {return_mode: items[return_mode]}
+    stats = output_statistics(result.sequence, model.activation)
+    if stats["nan"] or stats["inf"]:
+        facts.warnings.append(f"the output holds {stats['nan']} NaN and {stats['inf']} Inf values")
+    hint = saturation_hint(stats, built.origin)
+    if hint:
+        facts.warnings.append(hint)
+    facts.output = {
+        "return": return_mode,
+        "items": [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype)} for k, v in items.items()],
+        "destination": "stdout" if output == "-" else output,
+        "format": out_fmt,
+        "stats": stats,
+        "also": {},
+    }
+    facts.timing = {
+        "seconds": seconds,
+        "timesteps": int(steps),
+        "timesteps_per_second": steps / seconds if seconds else float("inf"),
+    }
+
+    data = items if out_fmt == "npz" else next(iter(items.values()))
+    if output == "-" and out_fmt != "csv" and _stdout_is_terminal():
+        for name, value in items.items():
+            render_preview(console, value, name)
+        facts.output["destination"] = "terminal (preview)"
+    else:
+        _write(output, lambda fp: write_array(fp, data, out_fmt))
+    if params["save_weights"]:
+        from .weights import save_weights
+
+        _write(params["save_weights"], lambda fp: save_weights(model, fp))
+        facts.output["also"]["weights"] = params["save_weights"]
+    if params["save_state"]:
+        state = result.state_tensor()
+        _write(params["save_state"], lambda fp: np.save(fp, state, allow_pickle=False))
+        facts.output["also"]["state"] = params["save_state"]
+    if params["summary_json"]:
+        document = json.dumps(facts.as_dict(), indent=2).encode() + b"\n"
+        _write(params["summary_json"], lambda fp: fp.write(document))
+
+    render_warnings(console, facts.warnings)
+    if not quiet:
+        render_summary(console, facts.as_dict())
+    if params["show"]:
+        shown = result.sequence if result.sequence.ndim == 2 else result.sequence[0]
+        if params["time_major"] and result.sequence.ndim == 3:
+            shown = result.sequence[:, 0]
+        note = "" if result.sequence.ndim == 2 else " (first batch row)"
+        render_heatmap(console, shown, note)
+
+
+def _output_format(output: str, to: str | None, return_mode: str) -> str:
+    from .io import format_from_name
+
+    fmt = to or (format_from_name(output) if output != "-" else None)
+    if output != "-" and fmt is None:
+        raise UsageError(f"cannot tell the format of -o {output} from its extension; use .npy/.npz/.csv or --to")
+    if return_mode == "both":
+        if fmt not in (None, "npz"):
+            raise UsageError(
+                f"--return both writes two arrays, which needs .npz, not {fmt}; use -o FILE.npz or --to npz"
+            )
+        return "npz"
+    return fmt or "npy"
+
+
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def _read_input(source: str, fmt: str | None, key: str | None, console: Any, quiet: bool) -> Any:
+    from .io import load_array
+
+    if source != "-":
+        return load_array(source, fmt, key=key)
+    if sys.stdin.isatty() and not quiet:
+        console.print("[dim]waiting for data on stdin (a .npy stream or CSV rows; Ctrl-D to end)…[/dim]")
+    return load_array(sys.stdin.buffer, fmt, key=key, name="<stdin>")
+
+
+def _read_array(path: str) -> Any:
+    from .io import load_array
+
+    return load_array(path).array
+
+
+def _write(path: str, produce: Callable[[Any], Any]) -> None:
+    """Write to stdout (`-`) or atomically to a file."""
+    from .io import atomic_output
+
+    if path == "-":
+        produce(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    with atomic_output(path) as fp:
+        produce(fp)

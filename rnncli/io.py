@@ -1,0 +1,404 @@
+"""Reading and writing arrays: .npy, .npz, CSV/TSV text, stdin; format sniffing; atomic writes.
+
+Readers take paths or binary file objects and never unpickle. Every problem is raised as an
+:class:`~rnncli.errors.InputError` naming the source, the position and the fix.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import BinaryIO, Union
+
+import numpy as np
+
+from .errors import InputError, OutputError, UsageError
+
+PathOrFile = Union[str, "os.PathLike[str]", BinaryIO]
+
+FORMATS = ("npy", "npz", "csv")
+EXTENSIONS = {".npy": "npy", ".npz": "npz", ".csv": "csv", ".tsv": "csv", ".txt": "csv"}
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK\x03\x04"
+NUMERIC_KINDS = "biuf"
+
+
+@dataclass(frozen=True)
+class LoadedArray:
+    """An array read from `source` (a path or "<stdin>") in format `fmt` ("npy", "npz", "csv")."""
+
+    array: np.ndarray
+    fmt: str
+    source: str
+    key: str | None = None
+
+
+def memory_budget() -> int:
+    """Bytes this process may reasonably allocate: MemAvailable, or 8 GiB where unknown."""
+    with suppress(OSError, ValueError), open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 8 << 30
+
+
+def format_from_name(name: str) -> str | None:
+    """The format an extension implies ("npy", "npz", "csv"), or None."""
+    return EXTENSIONS.get(os.path.splitext(name)[1].lower())
+
+
+def sniff_format(head: bytes) -> str:
+    """Guess a stream's format from its first bytes: npy/npz by magic, else text."""
+    if head.startswith(NPY_MAGIC):
+        return "npy"
+    if head.startswith(ZIP_MAGIC):
+        return "npz"
+    return "csv"
+
+
+def load_array(
+    source: PathOrFile, fmt: str | None = None, *, key: str | None = None, name: str | None = None
+) -> LoadedArray:
+    """Read one numeric array from a path or a binary file object.
+
+    `fmt` is "npy", "npz" or "csv" (CSV/TSV/whitespace text); by default it comes from the
+    file's extension, or for file objects from its first bytes. `key` picks an array in an
+    `.npz`. Non-seekable streams (stdin) are read into memory first.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        name = name or path
+        with _open_for_reading(path) as fp:
+            fmt = fmt or format_from_name(path)
+            if fmt is None:
+                raise InputError(
+                    f"{name}: unknown extension '{os.path.splitext(path)[1]}'; "
+                    "use .npy, .npz, .csv, .tsv or .txt, or say the format with --from npy|npz|csv"
+                )
+            return _load(fp, fmt, key, name)
+    fp = source
+    name = name or str(getattr(fp, "name", "<stream>"))
+    if not fp.seekable():
+        fp = io.BytesIO(fp.read())
+    if fmt is None:
+        head = fp.read(len(NPY_MAGIC))
+        fp.seek(-len(head), io.SEEK_CUR)
+        if not head:
+            raise InputError(f"{name}: no data (the input is empty); pipe a .npy file or CSV rows")
+        fmt = sniff_format(head)
+    return _load(fp, fmt, key, name)
+
+
+def _open_for_reading(path: str) -> BinaryIO:
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a directory; give a .npy, .npz or CSV file (or - for stdin)")
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file; check the path (or use - for stdin)") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open ({exc.strerror})") from None
+
+
+def _load(fp: BinaryIO, fmt: str, key: str | None, name: str) -> LoadedArray:
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown input format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    if key is not None and fmt != "npz":
+        raise UsageError(f"--key {key} only applies to .npz input, but {name} is {fmt}")
+    if fmt == "npy":
+        return LoadedArray(read_npy(fp, name), fmt, name)
+    if fmt == "npz":
+        array, key = _read_npz(fp, name, key)
+        return LoadedArray(array, fmt, name, key)
+    return LoadedArray(_read_text(fp.read(), name), fmt, name)
+
+
+def _remaining_bytes(fp: BinaryIO) -> int | None:
+    try:
+        here = fp.tell()
+        end = fp.seek(0, io.SEEK_END)
+        fp.seek(here)
+        return end - here
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return None
+
+
+def read_npy_header(fp: BinaryIO, name: str, allow_text: bool = False) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Parse and validate a .npy header; returns (shape, fortran_order, dtype), fp at the data."""
+    try:
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+    except (ValueError, EOFError, UnicodeDecodeError, SyntaxError, TypeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{name}: not a valid .npy file (header: {reason}); re-save it with numpy.save") from None
+    if not (allow_text and dtype.kind == "U"):
+        check_dtype(dtype, name)
+    return tuple(int(n) for n in shape), bool(fortran), dtype
+
+
+def check_dtype(dtype: np.dtype, name: str) -> None:
+    """Refuse anything but plain booleans, integers and floats (no objects, strings, complex)."""
+    if dtype.hasobject:
+        raise InputError(
+            f"{name}: holds Python objects (a pickled array), which rnncli never loads; save a numeric array instead"
+        )
+    if dtype.kind not in NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+        raise InputError(
+            f"{name}: dtype {dtype} is not a real number type; "
+            "rnncli reads integer and float arrays (convert complex/string data first)"
+        )
+
+
+def read_npy(fp: BinaryIO, name: str, size: int | None = None, allow_text: bool = False) -> np.ndarray:
+    """Read a .npy array without pickle, checking the header's promise against the data present.
+
+    `size` is the stream's total size if the caller knows it (zip members); `allow_text`
+    admits unicode-string arrays (metadata entries).
+    """
+    shape, fortran, dtype = read_npy_header(fp, name, allow_text)
+    count = 1
+    for n in shape:
+        count *= n
+    nbytes = count * dtype.itemsize
+    remaining = _remaining_bytes(fp) if size is None else size - fp.tell()
+    if remaining is not None and remaining < nbytes:
+        raise InputError(
+            f"{name}: truncated .npy: the header promises shape {shape} {dtype} ({nbytes:,} bytes) "
+            f"but only {remaining:,} bytes follow; the file was cut short, re-create it"
+        )
+    if nbytes > memory_budget():
+        raise InputError(
+            f"{name}: array of shape {shape} needs {nbytes / 2**30:.1f} GiB, more than the "
+            "memory available; split the file or use a machine with more memory"
+        )
+    flat = np.empty(count, dtype=dtype)
+    view = memoryview(flat.view(np.uint8))
+    filled = 0
+    while filled < nbytes:
+        got = fp.readinto(view[filled:])
+        if not got:
+            raise InputError(
+                f"{name}: truncated .npy: expected {nbytes:,} data bytes for shape {shape}, "
+                f"got {filled:,}; the file was cut short, re-create it"
+            )
+        filled += got
+    return flat.reshape(shape, order="F" if fortran else "C")
+
+
+def _open_zip(fp: BinaryIO, name: str) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(fp)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{name}: not a valid .npz (zip) archive ({exc}); re-save it with numpy.savez") from None
+
+
+def _npy_members(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    return {info.filename[:-4]: info for info in archive.infolist() if info.filename.endswith(".npy")}
+
+
+def read_npz(fp: BinaryIO, name: str, text_keys: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Every array of an .npz archive by key; `text_keys` may hold unicode strings (metadata)."""
+    with _open_zip(fp, name) as archive:
+        members = _npy_members(archive)
+        total = sum(info.file_size for info in members.values())
+        if total > memory_budget():
+            raise InputError(
+                f"{name}: members inflate to {total:,} bytes, more than the memory available "
+                "(a zip bomb?); refusing to read it"
+            )
+        return {
+            key: read_zip_member_npy(archive, info, f"{name}[{key}]", allow_text=key in text_keys)
+            for key, info in members.items()
+        }
+
+
+def _read_npz(fp: BinaryIO, name: str, key: str | None) -> tuple[np.ndarray, str]:
+    with _open_zip(fp, name) as archive:
+        members = _npy_members(archive)
+        if not members:
+            raise InputError(f"{name}: the .npz archive holds no arrays")
+        if key is None:
+            if len(members) > 1:
+                raise InputError(
+                    f"{name}: the archive holds {len(members)} arrays ({', '.join(sorted(members))}); "
+                    "choose one with --key NAME"
+                )
+            key = next(iter(members))
+        if key not in members:
+            raise InputError(f"{name}: no array '{key}' in the archive; it holds: {', '.join(sorted(members))}")
+        label = f"{name}[{key}]"
+        member = members[key]
+        return read_zip_member_npy(archive, member, label), key
+
+
+def read_zip_member_npy(
+    archive: zipfile.ZipFile, member: zipfile.ZipInfo, label: str, allow_text: bool = False
+) -> np.ndarray:
+    """Read one .npy member with its declared size bounded by memory (a zip bomb is refused)."""
+    if member.file_size > memory_budget():
+        raise InputError(
+            f"{label}: member inflates to {member.file_size:,} bytes, more than the memory "
+            "available (a zip bomb?); refusing to read it"
+        )
+    try:
+        with archive.open(member) as stream:
+            return read_npy(stream, label, size=member.file_size, allow_text=allow_text)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise InputError(f"{label}: corrupt archive member ({exc}); re-create the file") from None
+
+
+def _read_text(data: bytes, name: str) -> np.ndarray:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{name}: byte {exc.start} is not UTF-8 text; expected CSV/TSV rows (for binary data use a .npy file)"
+        ) from None
+    rows = [(number, line.split("#", 1)[0].strip()) for number, line in enumerate(text.splitlines(), start=1)]
+    rows = [(number, line) for number, line in rows if line]
+    if not rows:
+        raise InputError(f"{name}: no data rows (empty, or only comments); expected numbers in CSV rows")
+    delimiter = sniff_delimiter([line for _, line in rows[:20]])
+    if not _is_numeric_row(rows[0][1], delimiter):
+        rows = rows[1:]  # a header row
+        if not rows:
+            raise InputError(f"{name}: only a header row, no data rows")
+    body = "\n".join(line for _, line in rows)
+    try:
+        return np.loadtxt(io.StringIO(body), delimiter=delimiter, ndmin=2, dtype=np.float64)
+    except ValueError:
+        raise _text_error(rows, delimiter, name) from None
+
+
+def sniff_delimiter(lines: list[str]) -> str | None:
+    """The delimiter used consistently by `lines` among , tab ; | — None means whitespace."""
+    for candidate in (",", "\t", ";", "|"):
+        counts = {line.count(candidate) for line in lines}
+        if len(counts) == 1 and counts != {0}:
+            return candidate
+    present = [c for c in (",", "\t", ";", "|") if c in lines[0]]  # ragged rows: trust the first line
+    return max(present, key=lambda c: sum(line.count(c) for line in lines)) if present else None
+
+
+def _split(line: str, delimiter: str | None) -> list[str]:
+    return [cell.strip() for cell in line.split(delimiter)]
+
+
+def _is_numeric_row(line: str, delimiter: str | None) -> bool:
+    try:
+        for cell in _split(line, delimiter):
+            float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _text_error(rows: list[tuple[int, str]], delimiter: str | None, name: str) -> InputError:
+    """Find the first row or cell that stops the table from parsing."""
+    expected = len(_split(rows[0][1], delimiter))
+    for number, line in rows:
+        cells = _split(line, delimiter)
+        if len(cells) != expected:
+            return InputError(
+                f"{name}: line {number} has {len(cells)} columns but line {rows[0][0]} has {expected}; "
+                "every row needs the same number of values"
+            )
+        for column, cell in enumerate(cells, start=1):
+            try:
+                float(cell)
+            except ValueError:
+                shown = cell if len(cell) <= 20 else cell[:20] + "…"
+                return InputError(
+                    f"{name}: line {number}, column {column}: '{shown}' is not a number; "
+                    "fix the cell (NaN may be written as nan)"
+                )
+    return InputError(f"{name}: could not parse the text as a table of numbers")
+
+
+def as_sequences(array: np.ndarray, source: str) -> np.ndarray:
+    """Check and shape an input: 1-D -> (T, 1), 2-D (T, F), 3-D (B, T, F) stay; others refused."""
+    check_dtype(array.dtype, source)
+    if array.ndim == 1:
+        array = array.reshape(-1, 1)
+    if array.ndim not in (2, 3):
+        raise InputError(
+            f"{source}: a {array.ndim}-D array of shape {array.shape}; expected (timesteps, features), "
+            "(batch, timesteps, features) or a 1-D series"
+        )
+    if array.shape[-2] == 0 or array.shape[-1] == 0 or array.shape[0] == 0:
+        raise InputError(f"{source}: shape {array.shape} has no timesteps or no features; nothing to run")
+    return array
+
+
+def write_array(fp: BinaryIO, data: np.ndarray | Mapping[str, np.ndarray], fmt: str) -> None:
+    """Write an array (npy, csv) or a mapping of named arrays (npz) to a binary file object.
+
+    CSV holds 1-D (one row) or 2-D arrays, with enough digits to read back the same numbers.
+    """
+    if fmt == "npz":
+        arrays = data if isinstance(data, Mapping) else {"arr_0": data}
+        np.savez(fp, **arrays)
+        return
+    if isinstance(data, Mapping):
+        raise UsageError(f"{fmt} holds one array; several outputs need .npz (--to npz)")
+    if fmt == "npy":
+        np.lib.format.write_array(fp, np.asarray(data), allow_pickle=False)
+    elif fmt == "csv":
+        if data.ndim > 2:
+            raise UsageError(
+                f"CSV holds a 2-D table but the output has shape {data.shape}; write .npy/.npz, or use --return final"
+            )
+        digits = "%.17g" if data.dtype == np.float64 else "%.9g"
+        np.savetxt(fp, np.atleast_2d(data), delimiter=",", fmt=digits)
+    else:
+        raise UsageError(f"unknown output format '{fmt}'; choose one of {', '.join(FORMATS)}")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Open a temporary file next to `path`; rename it into place only if the block succeeds.
+
+    On any failure or interruption the temporary file is removed and an existing `path` is
+    left exactly as it was.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise OutputError(f"{path}: is a directory; give a file name for the output")
+    if not os.path.isdir(directory):
+        raise OutputError(f"{path}: directory {directory} does not exist; create it first")
+    try:
+        fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".part")
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write here ({exc.strerror})") from None
+    try:
+        with os.fdopen(fd, "wb") as fp:
+            yield fp
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+    except OSError as exc:
+        with suppress(OSError):
+            os.unlink(temporary)
+        raise OutputError(
+            f"{path}: write failed ({exc.strerror or exc}); nothing was written and any existing file is unchanged"
+        ) from None
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(temporary)
+        raise

@@ -1,0 +1,461 @@
+"""The simple RNN: parameters (a validated, frozen container) and the forward pass.
+
+One step of one direction (a *cell*) is ``h' = act(W_ih x + b_ih + W_hh h + b_hh)``; a layer
+runs one cell forward in time, or two (forward and backward) merged; layers stack.
+Weights use PyTorch's ``torch.nn.RNN`` layout: ``W_ih`` is (H, F), ``W_hh`` is (H, H).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import ShapeError, UsageError, WeightsError
+
+DTYPES = ("float32", "float64")
+MERGES = ("concat", "sum", "mul", "ave")
+
+
+def _tanh(a: np.ndarray) -> None:
+    np.tanh(a, out=a)
+
+
+def _relu(a: np.ndarray) -> None:
+    np.maximum(a, 0, out=a)
+
+
+def _sigmoid(a: np.ndarray) -> None:
+    # 1 / (1 + e^-x) == (1 + tanh(x / 2)) / 2, which cannot overflow
+    a *= 0.5
+    np.tanh(a, out=a)
+    a += 1
+    a *= 0.5
+
+
+def _hard_sigmoid(a: np.ndarray) -> None:
+    # Keras 3: clip(x / 6 + 1/2, 0, 1)
+    a /= 6
+    a += 0.5
+    np.clip(a, 0, 1, out=a)
+
+
+def _linear(a: np.ndarray) -> None:
+    pass
+
+
+def _softsign(a: np.ndarray) -> None:
+    np.divide(a, np.abs(a) + 1, out=a)
+
+
+def _softplus(a: np.ndarray) -> None:
+    np.logaddexp(0, a, out=a)
+
+
+def _elu(a: np.ndarray) -> None:
+    negative = a < 0
+    a[negative] = np.expm1(a[negative])
+
+
+ACTIVATIONS: dict[str, Callable[[np.ndarray], None]] = {
+    "tanh": _tanh,
+    "relu": _relu,
+    "sigmoid": _sigmoid,
+    "hard_sigmoid": _hard_sigmoid,
+    "linear": _linear,
+    "softsign": _softsign,
+    "softplus": _softplus,
+    "elu": _elu,
+}
+"""Activation name -> function applied in place."""
+
+# Activations the compiled kernel implements, by its integer code.
+_KERNEL_ACTIVATIONS = {"tanh": 0, "relu": 1, "sigmoid": 2, "linear": 3}
+
+
+def _load_kernel():
+    if os.environ.get("RNNCLI_ENGINE", "auto") == "numpy":
+        return None
+    try:
+        from . import _kernel
+    except ImportError:
+        return None
+    return _kernel
+
+
+_kernel = _load_kernel()
+ENGINE = "compiled" if _kernel is not None else "numpy"
+"""Which recurrence loop this install runs: "compiled" (C extension) or "numpy" (fallback)."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One direction of one layer: ``w_ih`` (H, F), ``w_hh`` (H, H), biases (H,) or None."""
+
+    w_ih: np.ndarray
+    w_hh: np.ndarray
+    b_ih: np.ndarray | None = None
+    b_hh: np.ndarray | None = None
+
+    @property
+    def units(self) -> int:
+        return self.w_ih.shape[0]
+
+    @property
+    def input_size(self) -> int:
+        return self.w_ih.shape[1]
+
+    @property
+    def has_bias(self) -> bool:
+        return self.b_ih is not None
+
+    def tensors(self) -> list[np.ndarray]:
+        return [t for t in (self.w_ih, self.w_hh, self.b_ih, self.b_hh) if t is not None]
+
+    def bias(self) -> np.ndarray | None:
+        """The two biases added, as they enter every step."""
+        if self.b_ih is None:
+            return None
+        return self.b_ih + self.b_hh
+
+    def check(self, where: str) -> None:
+        if self.w_ih.ndim != 2 or self.w_hh.ndim != 2:
+            raise WeightsError(f"{where}: W_ih {self.w_ih.shape} and W_hh {self.w_hh.shape} must both be 2-D matrices")
+        units = self.units
+        if self.w_hh.shape != (units, units):
+            raise WeightsError(
+                f"{where}: W_hh has shape {self.w_hh.shape} but W_ih {self.w_ih.shape} "
+                f"implies {units} units, so W_hh must be ({units}, {units})"
+            )
+        if (self.b_ih is None) != (self.b_hh is None):
+            raise WeightsError(f"{where}: has one bias but not the other; give both b_ih and b_hh or neither")
+        for label, b in (("b_ih", self.b_ih), ("b_hh", self.b_hh)):
+            if b is not None and b.shape != (units,):
+                raise WeightsError(
+                    f"{where}: {label} has shape {b.shape}, expected ({units},) to match W_ih {self.w_ih.shape}"
+                )
+        dtypes = {str(t.dtype) for t in self.tensors()}
+        if len(dtypes) != 1 or not dtypes <= set(DTYPES):
+            raise WeightsError(f"{where}: tensors must all be float32 or all float64, got {sorted(dtypes)}")
+
+
+@dataclass(frozen=True)
+class Output:
+    """The result of a forward pass.
+
+    `sequence`: top-layer outputs for every timestep, (T, D), (B, T, D), or (T, B, D) time-major.
+    `final`: top-layer final output, (D,) or (B, D) (directions merged like the sequence).
+    `state`: the state of every layer and direction, index ``layer * directions + direction``,
+    each (H,) or (B, H) — what ``initial_state`` takes to continue the sequence.
+    """
+
+    sequence: np.ndarray
+    final: np.ndarray
+    state: tuple[np.ndarray, ...]
+
+    def state_tensor(self) -> np.ndarray:
+        """The state as one array (layers*directions, [B,] H), like PyTorch's ``h_n``."""
+        sizes = {s.shape for s in self.state}
+        if len(sizes) != 1:
+            raise ShapeError(
+                f"layers have different sizes {[s.shape[-1] for s in self.state]}; the state "
+                "cannot be one tensor (PyTorch's h_n needs equal sizes)"
+            )
+        return np.stack(self.state)
+
+
+@dataclass(frozen=True)
+class RNN:
+    """A stack of simple-RNN layers with one or two directions each.
+
+    `layers[k]` holds one :class:`Cell` (unidirectional) or two (forward, backward).
+    `merge` combines the two directions ("concat", "sum", "mul", "ave"); `reverse` runs a
+    single direction backwards in time (outputs aligned to input time); `clip` clamps the
+    pre-activation to [-clip, clip]; `leak` is the leaky-integration rate (1 = none).
+    """
+
+    layers: tuple[tuple[Cell, ...], ...]
+    activation: str = "tanh"
+    merge: str = "concat"
+    reverse: bool = False
+    clip: float | None = None
+    leak: float = 1.0
+    _dtype: np.dtype = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise WeightsError("a model needs at least one layer")
+        if self.activation not in ACTIVATIONS:
+            raise UsageError(f"unknown activation '{self.activation}'; choose one of {', '.join(ACTIVATIONS)}")
+        if self.merge not in MERGES:
+            raise UsageError(f"unknown merge mode '{self.merge}'; choose one of {', '.join(MERGES)}")
+        if self.clip is not None and not self.clip > 0:
+            raise UsageError(f"clip must be positive, got {self.clip}")
+        if not 0 < self.leak <= 1:
+            raise UsageError(f"leak must be in (0, 1], got {self.leak}")
+        directions = {len(layer) for layer in self.layers}
+        if len(directions) != 1 or not directions <= {1, 2}:
+            raise WeightsError(
+                f"every layer needs the same number of directions (1 or 2), got {[len(c) for c in self.layers]}"
+            )
+        if self.reverse and self.directions == 2:
+            raise UsageError("reverse applies to one direction; a bidirectional model already runs both ways")
+        expected = self.input_size
+        for k, layer in enumerate(self.layers):
+            for d, cell in enumerate(layer):
+                where = f"layer {k}{' backward' if d else ''}"
+                cell.check(where)
+                if cell.input_size != expected:
+                    raise WeightsError(
+                        f"{where}: W_ih has shape {cell.w_ih.shape}, so it takes {cell.input_size} inputs, "
+                        f"but the layer below gives {expected}"
+                    )
+            if len(layer) == 2 and layer[0].units != layer[1].units:
+                raise WeightsError(
+                    f"layer {k}: forward has {layer[0].units} units, backward {layer[1].units}; they must match"
+                )
+            expected = self._merged_size(layer[0].units)
+        dtypes = {str(t.dtype) for layer in self.layers for cell in layer for t in cell.tensors()}
+        if len(dtypes) != 1:
+            raise WeightsError(f"all tensors must share one dtype, got {sorted(dtypes)}")
+        biases = {cell.has_bias for layer in self.layers for cell in layer}
+        if len(biases) != 1:
+            raise WeightsError("some layers have biases and others not; give biases everywhere or nowhere")
+        object.__setattr__(self, "_dtype", np.dtype(dtypes.pop()))
+
+    def _merged_size(self, units: int) -> int:
+        return 2 * units if self.directions == 2 and self.merge == "concat" else units
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def directions(self) -> int:
+        return len(self.layers[0])
+
+    @property
+    def input_size(self) -> int:
+        return self.layers[0][0].input_size
+
+    @property
+    def units(self) -> tuple[int, ...]:
+        return tuple(layer[0].units for layer in self.layers)
+
+    @property
+    def output_size(self) -> int:
+        return self._merged_size(self.units[-1])
+
+    @property
+    def has_bias(self) -> bool:
+        return self.layers[0][0].has_bias
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(t.size for layer in self.layers for cell in layer for t in cell.tensors())
+
+    def cells(self) -> list[Cell]:
+        """Every cell, in state order (``layer * directions + direction``)."""
+        return [cell for layer in self.layers for cell in layer]
+
+    def astype(self, dtype: str | np.dtype) -> RNN:
+        """The same model with every tensor cast to `dtype` (float32 or float64)."""
+        dtype = np.dtype(dtype)
+        if dtype == self.dtype:
+            return self
+        if str(dtype) not in DTYPES:
+            raise UsageError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype}")
+
+        def cast(t: np.ndarray | None) -> np.ndarray | None:
+            return None if t is None else t.astype(dtype)
+
+        layers = tuple(
+            tuple(Cell(cast(c.w_ih), cast(c.w_hh), cast(c.b_ih), cast(c.b_hh)) for c in layer) for layer in self.layers
+        )
+        return RNN(layers, self.activation, self.merge, self.reverse, self.clip, self.leak)
+
+    def working_bytes(self, timesteps: int, batch: int) -> int:
+        """Memory a forward pass over (batch, timesteps) needs, roughly, in bytes."""
+        per_step = self.input_size + sum(2 * self.directions * h for h in self.units) + self.output_size
+        return timesteps * batch * per_step * self.dtype.itemsize
+
+    def forward(
+        self,
+        x: np.ndarray,
+        initial_state: np.ndarray | Sequence[np.ndarray] | None = None,
+        lengths: np.ndarray | None = None,
+        time_major: bool = False,
+    ) -> Output:
+        """Run the model over `x`: (T, F) one sequence, (B, T, F) a batch, or (T, B, F) if `time_major`.
+
+        `initial_state`: (layers*directions, [B,] H) or a list of (…, H) arrays (zeros if None).
+        `lengths` (B,): valid timesteps per batch row; later steps output zeros and leave the
+        state alone, and the backward direction starts at each row's last valid step.
+        """
+        x = np.asarray(x)
+        if x.ndim not in (2, 3):
+            raise ShapeError(f"input must be (T, F) or 3-D, got shape {x.shape}")
+        if x.shape[-1] != self.input_size:
+            raise ShapeError(
+                f"the model takes {self.input_size} input features but the data has {x.shape[-1]} "
+                f"(shape {x.shape}); give data with {self.input_size} columns or matching weights"
+            )
+        single = x.ndim == 2
+        if single:
+            sequence = x[:, None, :]
+        elif time_major:
+            sequence = x
+        else:
+            sequence = x.transpose(1, 0, 2)
+        steps, batch = sequence.shape[:2]
+        states = self._initial_states(initial_state, batch, single)
+        lengths = self._check_lengths(lengths, batch, steps, single)
+
+        finals = []
+        for k, layer in enumerate(self.layers):
+            outputs = []
+            for d, cell in enumerate(layer):
+                buffer = _project(sequence, cell, self.dtype)
+                h = states[k * self.directions + d]
+                _recur(buffer, cell.w_hh, h, self, reverse=self.reverse or d == 1, lengths=lengths)
+                outputs.append(buffer)
+                finals.append(h)
+            sequence = self._merge(outputs)
+        top = finals[-self.directions :]
+        final = self._merge([h for h in top])
+        if single:
+            return Output(sequence[:, 0, :], final[0], tuple(h[0] for h in finals))
+        if not time_major:
+            sequence = np.ascontiguousarray(sequence.transpose(1, 0, 2))
+        return Output(sequence, final, tuple(finals))
+
+    def _merge(self, parts: list[np.ndarray]) -> np.ndarray:
+        if len(parts) == 1:
+            return parts[0]
+        forward, backward = parts
+        if self.merge == "concat":
+            return np.concatenate(parts, axis=-1)
+        if self.merge == "sum":
+            return forward + backward
+        if self.merge == "mul":
+            return forward * backward
+        return (forward + backward) * self.dtype.type(0.5)
+
+    def _initial_states(
+        self, initial: np.ndarray | Sequence[np.ndarray] | None, batch: int, single: bool
+    ) -> list[np.ndarray]:
+        cells = self.cells()
+        if initial is None:
+            return [np.zeros((batch, cell.units), self.dtype) for cell in cells]
+        parts = list(initial)
+        if len(parts) != len(cells):
+            raise ShapeError(
+                f"the initial state has {len(parts)} entries but the model has {len(cells)} "
+                f"(layers*directions = {len(self.layers)}*{self.directions})"
+            )
+        states = []
+        for i, (part, cell) in enumerate(zip(parts, cells)):
+            expected = (cell.units,) if single else (batch, cell.units)
+            part = np.asarray(part)
+            if part.shape != expected:
+                raise ShapeError(
+                    f"initial state entry {i} has shape {part.shape}, expected {expected} "
+                    f"(layers*directions, {'' if single else 'batch, '}units)"
+                )
+            states.append(np.array(part, dtype=self.dtype).reshape(batch, cell.units))
+        return states
+
+    def _check_lengths(self, lengths: np.ndarray | None, batch: int, steps: int, single: bool) -> np.ndarray | None:
+        if lengths is None:
+            return None
+        lengths = np.asarray(lengths)
+        if single:
+            lengths = lengths.reshape(-1)
+        if (
+            lengths.shape != (batch,)
+            or (lengths.dtype.kind not in "iu"
+            and not (lengths.dtype.kind == "f" and np.all(np.mod(lengths, 1) == 0)))
+        ):
+            raise ShapeError(f"lengths must be {batch} whole numbers (one per batch row), got shape {lengths.shape}")
+        lengths = lengths.astype(np.int64)
+        if lengths.min() < 0 or lengths.max() > steps:
+            raise ShapeError(
+                f"lengths must lie in 0..{steps} (the number of timesteps), got {lengths.min()}..{lengths.max()}"
+            )
+        return None if np.all(lengths == steps) else lengths
+
+
+def _project(sequence: np.ndarray, cell: Cell, dtype: np.dtype) -> np.ndarray:
+    """The input projection for every step at once: (T, B, F) -> (T, B, H) = x W_ih^T + b."""
+    steps, batch, features = sequence.shape
+    flat = np.ascontiguousarray(sequence, dtype=dtype).reshape(steps * batch, features)
+    buffer = (flat @ cell.w_ih.T).reshape(steps, batch, cell.units)
+    bias = cell.bias()
+    if bias is not None:
+        buffer += bias
+    return buffer
+
+
+def _recur(
+    buffer: np.ndarray, w_hh: np.ndarray, h: np.ndarray, model: RNN, reverse: bool, lengths: np.ndarray | None
+) -> None:
+    """Run the recurrence in place: `buffer` (T, B, H) projections -> outputs; `h` (B, H) -> final."""
+    code = _KERNEL_ACTIVATIONS.get(model.activation)
+    if _kernel is not None and code is not None and lengths is None and _kernel_wins(buffer.shape[1], buffer.shape[2]):
+        _kernel.recur(buffer, w_hh, h, code, model.clip or 0.0, model.leak, reverse)
+        return
+    _recur_numpy(buffer, w_hh, h, ACTIVATIONS[model.activation], model.clip, model.leak, reverse, lengths)
+
+
+def _kernel_wins(batch: int, units: int) -> bool:
+    """The compiled loop beats BLAS GEMM per step for small B*H (measured in benchmarks/)."""
+    return batch * units <= 4096
+
+
+def _recur_numpy(
+    buffer: np.ndarray,
+    w_hh: np.ndarray,
+    h: np.ndarray,
+    activate: Callable[[np.ndarray], None],
+    clip: float | None,
+    leak: float,
+    reverse: bool,
+    lengths: np.ndarray | None,
+) -> None:
+    steps = buffer.shape[0]
+    recurrent = np.ascontiguousarray(w_hh.T)
+    scratch = np.empty_like(h)
+    previous = h.copy()
+    for t in range(steps - 1, -1, -1) if reverse else range(steps):
+        out = buffer[t]
+        np.matmul(previous, recurrent, out=scratch)
+        out += scratch
+        if clip is not None:
+            np.clip(out, -clip, clip, out=out)
+        activate(out)
+        if leak != 1:
+            out *= leak
+            out += (1 - leak) * previous
+        if lengths is not None:
+            active = (t < lengths)[:, None]
+            np.copyto(previous, out, where=active)
+            out *= active
+        else:
+            previous = out
+    h[...] = previous
+
+
+def cell_step(
+    cell: Cell, x: np.ndarray, h: np.ndarray, activation: str = "tanh", clip: float | None = None, leak: float = 1.0
+) -> np.ndarray:
+    """One step of one cell, computed directly: x (F,) or (B, F), h (H,) or (B, H) -> new h."""
+    pre = x @ cell.w_ih.T + h @ cell.w_hh.T
+    if cell.has_bias:
+        pre = pre + cell.b_ih + cell.b_hh
+    if clip is not None:
+        pre = np.clip(pre, -clip, clip)
+    pre = np.array(pre, dtype=cell.w_ih.dtype)
+    ACTIVATIONS[activation](pre)
+    return (1 - leak) * h + leak * pre if leak != 1 else pre
