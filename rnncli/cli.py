@@ -268,89 +268,37 @@ def run(input: str, **params: Any) -> None:
     import numpy as np
 
     from .io import as_sequences, write_array
-    from .pipeline import (
-        RunFacts,
-        build_model,
-        count_nonfinite,
-        describe_model,
-        output_statistics,
-        saturation_hint,
-        timed_forward,
-    )
+    from .pipeline import RunSettings, build_model, output_data, output_format, run_loaded
     from .summary import render_heatmap, render_preview, render_summary, render_warnings, stderr_console
 
     options = _model_options(params)
-    return_mode, output, to = params["return_"], params["output"], params["to"]
-    quiet, console = params["quiet"], stderr_console()
-    out_fmt = _output_format(output, to, return_mode)
+    output, quiet, console = params["output"], params["quiet"], stderr_console()
+    settings = RunSettings(return_mode=params["return_"], time_major=params["time_major"])
+    out_fmt = output_format(output, params["to"], settings.return_mode)
     if params["summary_json"] == "-" and output == "-":
         raise UsageError("--summary-json - needs stdout, but the data goes there; give -o FILE or a summary file")
 
     loaded = _read_input(input, params["from_"], params["key"], console, quiet)
-    x = as_sequences(loaded.array, loaded.source)
-    built = build_model(options, x.shape[-1])
-    model = built.model
+    built = build_model(options, as_sequences(loaded.array, loaded.source).shape[-1])
     initial_state = _read_array(params["initial_state"]) if params["initial_state"] else None
     lengths = _read_array(params["lengths"]).reshape(-1) if params["lengths"] else None
+    run = run_loaded(built, loaded, settings, initial_state=initial_state, lengths=lengths)
+    facts = run.facts
+    facts.output.update(destination="stdout" if output == "-" else output, format=out_fmt)
 
-    facts = RunFacts(
-        input={
-            "source": loaded.source,
-            "format": loaded.fmt,
-            "key": loaded.key,
-            "shape": list(loaded.array.shape),
-            "dtype": str(loaded.array.dtype),
-            **count_nonfinite(loaded.array),
-        },
-        model=describe_model(built),
-    )
-    if facts.input["nan"] or facts.input["inf"]:
-        facts.warnings.append(
-            f"the input holds {facts.input['nan']} NaN and {facts.input['inf']} Inf values; "
-            "they propagate through the recurrence"
-        )
-
-    result, seconds = timed_forward(
-        model, x, initial_state=initial_state, lengths=lengths, time_major=params["time_major"]
-    )
-    steps = x.shape[0] if x.ndim == 2 else x.shape[0] * x.shape[1]
-    items = {"sequence": result.sequence, "final": result.final}
-    if return_mode != "both":
-        items = {return_mode: items[return_mode]}
-    stats = output_statistics(result.sequence, model.activation)
-    if stats["nan"] or stats["inf"]:
-        facts.warnings.append(f"the output holds {stats['nan']} NaN and {stats['inf']} Inf values")
-    hint = saturation_hint(stats, built.origin)
-    if hint:
-        facts.warnings.append(hint)
-    facts.output = {
-        "return": return_mode,
-        "items": [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype)} for k, v in items.items()],
-        "destination": "stdout" if output == "-" else output,
-        "format": out_fmt,
-        "stats": stats,
-        "also": {},
-    }
-    facts.timing = {
-        "seconds": seconds,
-        "timesteps": int(steps),
-        "timesteps_per_second": steps / seconds if seconds else float("inf"),
-    }
-
-    data = items if out_fmt == "npz" else next(iter(items.values()))
     if output == "-" and out_fmt != "csv" and _stdout_is_terminal():
-        for name, value in items.items():
+        for name, value in run.items.items():
             render_preview(console, value, name)
         facts.output["destination"] = "terminal (preview)"
     else:
-        _write(output, lambda fp: write_array(fp, data, out_fmt))
+        _write(output, lambda fp: write_array(fp, output_data(run.items, out_fmt), out_fmt))
     if params["save_weights"]:
         from .weights import save_weights
 
-        _write(params["save_weights"], lambda fp: save_weights(model, fp))
+        _write(params["save_weights"], lambda fp: save_weights(built.model, fp))
         facts.output["also"]["weights"] = params["save_weights"]
     if params["save_state"]:
-        state = result.state_tensor()
+        state = run.output.state_tensor()
         _write(params["save_state"], lambda fp: np.save(fp, state, allow_pickle=False))
         facts.output["also"]["state"] = params["save_state"]
     if params["summary_json"]:
@@ -361,26 +309,9 @@ def run(input: str, **params: Any) -> None:
     if not quiet:
         render_summary(console, facts.as_dict())
     if params["show"]:
-        shown = result.sequence if result.sequence.ndim == 2 else result.sequence[0]
-        if params["time_major"] and result.sequence.ndim == 3:
-            shown = result.sequence[:, 0]
-        note = "" if result.sequence.ndim == 2 else " (first batch row)"
-        render_heatmap(console, shown, note)
-
-
-def _output_format(output: str, to: str | None, return_mode: str) -> str:
-    from .io import format_from_name
-
-    fmt = to or (format_from_name(output) if output != "-" else None)
-    if output != "-" and fmt is None:
-        raise UsageError(f"cannot tell the format of -o {output} from its extension; use .npy/.npz/.csv or --to")
-    if return_mode == "both":
-        if fmt not in (None, "npz"):
-            raise UsageError(
-                f"--return both writes two arrays, which needs .npz, not {fmt}; use -o FILE.npz or --to npz"
-            )
-        return "npz"
-    return fmt or "npy"
+        sequence = run.output.sequence
+        shown = sequence if sequence.ndim == 2 else sequence[:, 0] if settings.time_major else sequence[0]
+        render_heatmap(console, shown, "" if sequence.ndim == 2 else " (first batch row)")
 
 
 def _stdout_is_terminal() -> bool:

@@ -13,6 +13,7 @@ import numpy as np
 
 from .errors import ShapeError, UsageError, WeightsError
 from .initializers import INITS, init_model
+from .io import LoadedArray, as_sequences, atomic_output, format_from_name, load_array, write_array
 from .model import ENGINE, RNN, Output
 from .weights import load_weights
 
@@ -244,3 +245,108 @@ def saturation_hint(stats: dict[str, Any], origin: str) -> str | None:
         f"{share:.0%} of outputs are saturated (|h| > {SATURATION}): {cause}; "
         "try --init keras or torch, scale your inputs, or lower --input-scaling/--spectral-radius"
     )
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How to run and what to return: "sequence", "final" or "both"; `time_major` 3-D layout."""
+
+    return_mode: str = "sequence"
+    time_major: bool = False
+
+
+@dataclass
+class RunResult:
+    output: Output
+    items: dict[str, np.ndarray]
+    facts: RunFacts
+
+
+def output_format(path: str, to: str | None, return_mode: str) -> str:
+    """The output format: `to`, else from `path`'s extension, else npy (stdout); "both" needs npz."""
+    fmt = to or (format_from_name(path) if path != "-" else None)
+    if path != "-" and fmt is None:
+        raise UsageError(f"cannot tell the format of -o {path} from its extension; use .npy/.npz/.csv or --to")
+    if return_mode == "both":
+        if fmt not in (None, "npz"):
+            raise UsageError(
+                f"--return both writes two arrays, which needs .npz, not {fmt}; use -o FILE.npz or --to npz"
+            )
+        return "npz"
+    return fmt or "npy"
+
+
+def output_data(items: dict[str, np.ndarray], fmt: str) -> np.ndarray | dict[str, np.ndarray]:
+    """What to write: the named arrays for npz, the single array otherwise."""
+    return items if fmt == "npz" else next(iter(items.values()))
+
+
+def run_loaded(
+    built: BuiltModel,
+    loaded: LoadedArray,
+    settings: RunSettings,
+    initial_state: np.ndarray | None = None,
+    lengths: np.ndarray | None = None,
+) -> RunResult:
+    """Run a built model over a loaded array; returns the outputs asked for and the run's facts."""
+    x = as_sequences(loaded.array, loaded.source)
+    facts = RunFacts(
+        input={
+            "source": loaded.source,
+            "format": loaded.fmt,
+            "key": loaded.key,
+            "shape": list(loaded.array.shape),
+            "dtype": str(loaded.array.dtype),
+            **count_nonfinite(loaded.array),
+        },
+        model=describe_model(built),
+    )
+    if facts.input["nan"] or facts.input["inf"]:
+        facts.warnings.append(
+            f"{loaded.source} holds {facts.input['nan']} NaN and {facts.input['inf']} Inf values; "
+            "they propagate through the recurrence"
+        )
+    output, seconds = timed_forward(
+        built.model, x, initial_state=initial_state, lengths=lengths, time_major=settings.time_major
+    )
+    steps = x.shape[0] if x.ndim == 2 else x.shape[0] * x.shape[1]
+    items = {"sequence": output.sequence, "final": output.final}
+    if settings.return_mode != "both":
+        items = {settings.return_mode: items[settings.return_mode]}
+    stats = output_statistics(output.sequence, built.model.activation)
+    if stats["nan"] or stats["inf"]:
+        facts.warnings.append(f"the output holds {stats['nan']} NaN and {stats['inf']} Inf values")
+    hint = saturation_hint(stats, built.origin)
+    if hint:
+        facts.warnings.append(hint)
+    facts.output = {
+        "return": settings.return_mode,
+        "items": [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype)} for k, v in items.items()],
+        "stats": stats,
+        "also": {},
+    }
+    facts.timing = {
+        "seconds": seconds,
+        "timesteps": int(steps),
+        "timesteps_per_second": steps / seconds if seconds else float("inf"),
+    }
+    return RunResult(output, items, facts)
+
+
+def process_file(
+    built: BuiltModel,
+    source: str,
+    destination: str,
+    settings: RunSettings,
+    *,
+    in_fmt: str | None = None,
+    key: str | None = None,
+    out_fmt: str | None = None,
+) -> RunFacts:
+    """Read `source`, run the model, write `destination` atomically; returns the run's facts."""
+    out_fmt = output_format(destination, out_fmt, settings.return_mode)
+    run = run_loaded(built, load_array(source, in_fmt, key=key), settings)
+    with atomic_output(destination) as fp:
+        write_array(fp, output_data(run.items, out_fmt), out_fmt)
+    run.facts.output.update(destination=destination, format=out_fmt)
+    return run.facts
