@@ -334,12 +334,25 @@ def _read_array(path: str) -> Any:
     return load_array(path).array
 
 
+class _StdoutWriter:
+    """stdout as a plain writable: numpy then writes through Python, so a closed pipe raises BrokenPipeError."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    def write(self, data: bytes) -> int:
+        return self._raw.write(data)
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+
 def _write(path: str, produce: Callable[[Any], Any]) -> None:
     """Write to stdout (`-`) or atomically to a file."""
     from .io import atomic_output
 
     if path == "-":
-        produce(sys.stdout.buffer)
+        produce(_StdoutWriter(sys.stdout.buffer))
         sys.stdout.buffer.flush()
         return
     with atomic_output(path) as fp:

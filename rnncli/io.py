@@ -345,7 +345,10 @@ def write_array(fp: BinaryIO, data: np.ndarray | Mapping[str, np.ndarray], fmt: 
     """
     if fmt == "npz":
         arrays = data if isinstance(data, Mapping) else {"arr_0": data}
-        np.savez(fp, **arrays)
+        with zipfile.ZipFile(fp, "w", allowZip64=True) as archive:  # works on pipes too, unlike np.savez
+            for name, array in arrays.items():
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
         return
     if isinstance(data, Mapping):
         raise UsageError(f"{fmt} holds one array; several outputs need .npz (--to npz)")

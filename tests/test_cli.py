@@ -218,3 +218,14 @@ def test_python_dash_m_works(sample_npy):
 def test_help_teaches_with_examples():
     result = invoke("run", "--help")
     assert "Examples:" in result.stdout and "--return" in result.stdout and "--init" in result.stdout
+
+
+@pytest.mark.parametrize("fmt", ["npy", "csv", "npz"])
+def test_closed_downstream_pipe_ends_quietly(sample_npy, fmt):
+    command = [sys.executable, "-m", "rnncli", "run", str(sample_npy), "--units", "256", "--to", fmt]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.read(10)
+    proc.stdout.close()  # like `| head -c 10`
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr and "error" not in stderr
