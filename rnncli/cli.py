@@ -216,10 +216,12 @@ def _model_options(params: dict[str, Any]) -> Any:
 @click.option(
     "--initial-state",
     type=click.Path(dir_okay=False),
-    help="Start from this state: (layers*directions, [batch,] units) .npy.",
+    help="Start from this state: (layers*directions, [batch,] units) .npy, or an .npz from --save-state.",
 )
 @click.option(
-    "--save-state", type=click.Path(dir_okay=False), help="Write the final state of every layer/direction here (.npy)."
+    "--save-state",
+    type=click.Path(dir_okay=False),
+    help="Write the final state of every layer/direction (.npy like PyTorch's h_n; .npz for mixed sizes).",
 )
 @click.option(
     "--save-weights",
@@ -265,10 +267,17 @@ def run(input: str, **params: Any) -> None:
       rnncli run data.npy --init uniform --seed 7 --save-weights w.npz -o out.npy
       rnncli run more.npy --weights w.npz --show -o out.npy
     """
-    import numpy as np
 
     from .io import as_sequences, write_array
-    from .pipeline import RunSettings, build_model, output_data, output_format, run_loaded
+    from .pipeline import (
+        RunSettings,
+        build_model,
+        load_state,
+        output_data,
+        output_format,
+        run_loaded,
+        state_to_save,
+    )
     from .summary import render_heatmap, render_preview, render_summary, render_warnings, stderr_console
 
     options = _model_options(params)
@@ -280,12 +289,13 @@ def run(input: str, **params: Any) -> None:
 
     loaded = _read_input(input, params["from_"], params["key"], console, quiet)
     built = build_model(options, as_sequences(loaded.array, loaded.source).shape[-1])
-    initial_state = _read_array(params["initial_state"]) if params["initial_state"] else None
+    initial_state = load_state(params["initial_state"]) if params["initial_state"] else None
     lengths = _read_array(params["lengths"]).reshape(-1) if params["lengths"] else None
     run = run_loaded(built, loaded, settings, initial_state=initial_state, lengths=lengths)
     facts = run.facts
     facts.output.update(destination="stdout" if output == "-" else output, format=out_fmt)
 
+    state = state_to_save(run.output, params["save_state"]) if params["save_state"] else None
     if output == "-" and out_fmt != "csv" and _stdout_is_terminal():
         for name, value in run.items.items():
             render_preview(console, value, name)
@@ -298,8 +308,7 @@ def run(input: str, **params: Any) -> None:
         _write(params["save_weights"], lambda fp: save_weights(built.model, fp))
         facts.output["also"]["weights"] = params["save_weights"]
     if params["save_state"]:
-        state = run.output.state_tensor()
-        _write(params["save_state"], lambda fp: np.save(fp, state, allow_pickle=False))
+        _write(params["save_state"], lambda fp: write_array(fp, state, "npz" if isinstance(state, dict) else "npy"))
         facts.output["also"]["state"] = params["save_state"]
     if params["summary_json"]:
         document = json.dumps(facts.as_dict(), indent=2).encode() + b"\n"

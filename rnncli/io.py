@@ -73,7 +73,7 @@ def load_array(
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         name = name or path
-        with _open_for_reading(path) as fp:
+        with open_input(path) as fp:
             fmt = fmt or format_from_name(path)
             if fmt is None:
                 raise InputError(
@@ -94,7 +94,8 @@ def load_array(
     return _load(fp, fmt, key, name)
 
 
-def _open_for_reading(path: str) -> BinaryIO:
+def open_input(path: str) -> BinaryIO:
+    """Open a data file for reading, with rnncli's messages for missing files and directories."""
     if os.path.isdir(path):
         raise InputError(f"{path}: is a directory; give a .npy, .npz or CSV file (or - for stdin)")
     try:

@@ -13,7 +13,16 @@ import numpy as np
 
 from .errors import ShapeError, UsageError, WeightsError
 from .initializers import INITS, init_model
-from .io import LoadedArray, as_sequences, atomic_output, format_from_name, load_array, write_array
+from .io import (
+    LoadedArray,
+    as_sequences,
+    atomic_output,
+    format_from_name,
+    load_array,
+    open_input,
+    read_npz,
+    write_array,
+)
 from .model import ENGINE, RNN, Output
 from .weights import load_weights
 
@@ -350,3 +359,22 @@ def process_file(
         write_array(fp, output_data(run.items, out_fmt), out_fmt)
     run.facts.output.update(destination=destination, format=out_fmt)
     return run.facts
+
+
+def state_to_save(output: Output, path: str) -> np.ndarray | dict[str, np.ndarray]:
+    """One (layers*directions, [B,] H) array for .npy; entries state_0, state_1, … for .npz (any sizes)."""
+    if path.lower().endswith(".npz"):
+        return {f"state_{i}": s for i, s in enumerate(output.state)}
+    return output.state_tensor()
+
+
+def load_state(path: str) -> np.ndarray | list[np.ndarray]:
+    """An initial state from .npy/CSV (one tensor) or .npz (state_0, state_1, … as `state_to_save` writes)."""
+    if not path.lower().endswith(".npz"):
+        return load_array(path).array
+    with open_input(path) as fp:
+        entries = read_npz(fp, path)
+    names = [f"state_{i}" for i in range(len(entries))]
+    if sorted(entries) != sorted(names):
+        raise ShapeError(f"{path}: expected entries {', '.join(names)} (as --save-state FILE.npz writes)")
+    return [entries[name] for name in names]

@@ -229,3 +229,22 @@ def test_closed_downstream_pipe_ends_quietly(sample_npy, fmt):
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0
     assert "Traceback" not in stderr and "Exception ignored" not in stderr and "error" not in stderr
+
+
+def test_state_of_mixed_layer_sizes_needs_npz(sample_npy, tmp_path):
+    args = ["--units", "6,3", "--bidirectional", "--merge", "ave", "-o", tmp_path / "out.npy"]
+    invoke("run", sample_npy, *args, "--save-state", tmp_path / "s.npz")
+    assert sorted(np.load(tmp_path / "s.npz").files) == ["state_0", "state_1", "state_2", "state_3"]
+    refused = invoke("run", sample_npy, *args, "--save-state", tmp_path / "s.npy")
+    assert refused.exit_code == 1 and "cannot be one tensor" in refused.stderr
+    assert not (tmp_path / "s.npy").exists()
+
+
+def test_npz_state_continues_a_mixed_size_stack(sample_npy, tmp_path):
+    x = np.load(sample_npy)
+    np.save(tmp_path / "a.npy", x[:123])
+    np.save(tmp_path / "b.npy", x[123:])
+    whole = npy(invoke("run", sample_npy, "--units", "6,3"))
+    first = npy(invoke("run", tmp_path / "a.npy", "--units", "6,3", "--save-state", tmp_path / "f.npz"))
+    second = npy(invoke("run", tmp_path / "b.npy", "--units", "6,3", "--initial-state", tmp_path / "f.npz"))
+    np.testing.assert_array_equal(np.concatenate([first, second]), whole)
