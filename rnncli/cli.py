@@ -272,11 +272,15 @@ def run(input: str, **params: Any) -> None:
     from .pipeline import (
         RunSettings,
         build_model,
+        can_stream,
+        check_state_file,
         load_state,
         output_data,
         output_format,
         run_loaded,
+        run_streamed,
         state_to_save,
+        streamable_shape,
     )
     from .summary import render_heatmap, render_preview, render_summary, render_warnings, stderr_console
 
@@ -286,28 +290,38 @@ def run(input: str, **params: Any) -> None:
     out_fmt = output_format(output, params["to"], settings.return_mode)
     if params["summary_json"] == "-" and output == "-":
         raise UsageError("--summary-json - needs stdout, but the data goes there; give -o FILE or a summary file")
+    preview = output == "-" and out_fmt != "csv" and _stdout_is_terminal()
 
-    loaded = _read_input(input, params["from_"], params["key"], console, quiet)
-    built = build_model(options, as_sequences(loaded.array, loaded.source).shape[-1])
+    # A long 1-D/2-D .npy is streamed block by block (bounded memory); everything else is read whole.
+    shape = streamable_shape(input, params["from_"], params["key"])
+    loaded = None if shape else _read_input(input, params["from_"], params["key"], console, quiet)
+    built = build_model(options, shape[1] if shape else as_sequences(loaded.array, loaded.source).shape[-1])
+    if params["save_state"]:
+        check_state_file(built.model, params["save_state"])
     initial_state = load_state(params["initial_state"]) if params["initial_state"] else None
     lengths = _read_array(params["lengths"]).reshape(-1) if params["lengths"] else None
-    run = run_loaded(built, loaded, settings, initial_state=initial_state, lengths=lengths)
-    facts = run.facts
-    facts.output.update(destination="stdout" if output == "-" else output, format=out_fmt)
-
-    state = state_to_save(run.output, params["save_state"]) if params["save_state"] else None
-    if output == "-" and out_fmt != "csv" and _stdout_is_terminal():
-        for name, value in run.items.items():
-            render_preview(console, value, name)
-        facts.output["destination"] = "terminal (preview)"
+    streamed = shape and not (preview or params["show"] or lengths is not None)
+    if streamed and can_stream(built.model, settings, out_fmt):
+        run = _write(output, lambda fp: run_streamed(built, input, fp, settings, out_fmt, initial_state))
     else:
-        _write(output, lambda fp: write_array(fp, output_data(run.items, out_fmt), out_fmt))
+        if loaded is None:
+            loaded = _read_input(input, params["from_"], params["key"], console, quiet)
+        run = run_loaded(built, loaded, settings, initial_state=initial_state, lengths=lengths)
+        if preview:
+            for name, value in run.items.items():
+                render_preview(console, value, name)
+        else:
+            _write(output, lambda fp: write_array(fp, output_data(run.items, out_fmt), out_fmt))
+    facts = run.facts
+    facts.output.update(destination="terminal (preview)" if preview else "stdout" if output == "-" else output)
+    facts.output["format"] = out_fmt
     if params["save_weights"]:
         from .weights import save_weights
 
         _write(params["save_weights"], lambda fp: save_weights(built.model, fp))
         facts.output["also"]["weights"] = params["save_weights"]
     if params["save_state"]:
+        state = state_to_save(run.state, params["save_state"])
         _write(params["save_state"], lambda fp: write_array(fp, state, "npz" if isinstance(state, dict) else "npy"))
         facts.output["also"]["state"] = params["save_state"]
     if params["summary_json"]:
@@ -318,7 +332,7 @@ def run(input: str, **params: Any) -> None:
     if not quiet:
         render_summary(console, facts.as_dict())
     if params["show"]:
-        sequence = run.output.sequence
+        sequence = run.sequence
         shown = sequence if sequence.ndim == 2 else sequence[:, 0] if settings.time_major else sequence[0]
         render_heatmap(console, shown, "" if sequence.ndim == 2 else " (first batch row)")
 
@@ -356,13 +370,13 @@ class _StdoutWriter:
         self._raw.flush()
 
 
-def _write(path: str, produce: Callable[[Any], Any]) -> None:
-    """Write to stdout (`-`) or atomically to a file."""
+def _write(path: str, produce: Callable[[Any], Any]) -> Any:
+    """Write to stdout (`-`) or atomically to a file; returns what `produce` returns."""
     from .io import atomic_output
 
     if path == "-":
-        produce(_StdoutWriter(sys.stdout.buffer))
+        result = produce(_StdoutWriter(sys.stdout.buffer))
         sys.stdout.buffer.flush()
-        return
+        return result
     with atomic_output(path) as fp:
-        produce(fp)
+        return produce(fp)

@@ -165,6 +165,19 @@ def read_npy(fp: BinaryIO, name: str, size: int | None = None, allow_text: bool 
     admits unicode-string arrays (metadata entries).
     """
     shape, fortran, dtype = read_npy_header(fp, name, allow_text)
+    nbytes = check_npy_body(fp, name, shape, dtype, size)
+    if nbytes > memory_budget():
+        raise InputError(
+            f"{name}: array of shape {shape} needs {nbytes / 2**30:.1f} GiB, more than the "
+            "memory available; split the file or use a machine with more memory"
+        )
+    flat = np.empty(nbytes // dtype.itemsize if dtype.itemsize else 0, dtype=dtype)
+    _fill(fp, flat, name, shape)
+    return flat.reshape(shape, order="F" if fortran else "C")
+
+
+def check_npy_body(fp: BinaryIO, name: str, shape: tuple[int, ...], dtype: np.dtype, size: int | None = None) -> int:
+    """The body's size in bytes; refuses a header that promises more data than the stream holds."""
     count = 1
     for n in shape:
         count *= n
@@ -175,23 +188,68 @@ def read_npy(fp: BinaryIO, name: str, size: int | None = None, allow_text: bool 
             f"{name}: truncated .npy: the header promises shape {shape} {dtype} ({nbytes:,} bytes) "
             f"but only {remaining:,} bytes follow; the file was cut short, re-create it"
         )
-    if nbytes > memory_budget():
-        raise InputError(
-            f"{name}: array of shape {shape} needs {nbytes / 2**30:.1f} GiB, more than the "
-            "memory available; split the file or use a machine with more memory"
-        )
-    flat = np.empty(count, dtype=dtype)
-    view = memoryview(flat.view(np.uint8))
+    return nbytes
+
+
+def _fill(fp: BinaryIO, array: np.ndarray, name: str, shape: tuple[int, ...]) -> None:
+    view = memoryview(array.reshape(-1).view(np.uint8))
     filled = 0
-    while filled < nbytes:
+    while filled < len(view):
         got = fp.readinto(view[filled:])
         if not got:
             raise InputError(
-                f"{name}: truncated .npy: expected {nbytes:,} data bytes for shape {shape}, "
-                f"got {filled:,}; the file was cut short, re-create it"
+                f"{name}: truncated .npy: data for shape {shape} ended after {filled:,} of {len(view):,} bytes "
+                "in this block; the file was cut short, re-create it"
             )
         filled += got
-    return flat.reshape(shape, order="F" if fortran else "C")
+
+
+def iter_npy_rows(fp: BinaryIO, name: str, shape: tuple[int, int], dtype: np.dtype, rows: int) -> Iterator[np.ndarray]:
+    """Blocks of up to `rows` rows of a C-order 2-D .npy body (fp just past the header).
+
+    One buffer is reused: a block is valid until the next one is requested.
+    """
+    total, width = shape
+    buffer = np.empty((max(1, min(rows, total)), width), dtype)
+    for start in range(0, total, rows):
+        block = buffer[: min(rows, total - start)]
+        _fill(fp, block, name, shape)
+        yield block
+
+
+class NpyWriter:
+    """Writes a 2-D .npy progressively: a fixed 128-byte header, then blocks of rows.
+
+    When the row count is not known in advance the header is patched on `close` (needs a
+    seekable file, as `atomic_output` gives).
+    """
+
+    HEADER_BYTES = 128
+
+    def __init__(self, fp: BinaryIO, dtype: np.dtype, width: int, rows: int | None = None) -> None:
+        self._fp, self._dtype, self._width, self._rows = fp, np.dtype(dtype), width, rows
+        self._written = 0
+        fp.write(self._header(rows if rows is not None else 0))
+
+    def _header(self, rows: int) -> bytes:
+        descr = np.lib.format.dtype_to_descr(self._dtype)
+        body = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': ({rows}, {self._width}), }}".encode("latin1")
+        padding = self.HEADER_BYTES - len(NPY_MAGIC) - 4 - len(body) - 1
+        size = (self.HEADER_BYTES - 10).to_bytes(2, "little")
+        return NPY_MAGIC + bytes([1, 0]) + size + body + b" " * padding + b"\n"
+
+    def write(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=self._dtype)
+        self._fp.write(memoryview(block.reshape(-1).view(np.uint8)))
+        self._written += block.shape[0]
+
+    def close(self) -> None:
+        if self._rows is None:
+            self._fp.seek(0)
+            self._fp.write(self._header(self._written))
+            self._fp.seek(0, io.SEEK_END)
+        elif self._written != self._rows:
+            raise OutputError(f"wrote {self._written} rows but the .npy header promised {self._rows}")
 
 
 def _open_zip(fp: BinaryIO, name: str) -> zipfile.ZipFile:

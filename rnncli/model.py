@@ -387,14 +387,24 @@ class RNN:
         return None if np.all(lengths == steps) else lengths
 
 
+BLOCK_STEPS = 1 << 15
+"""Timesteps per input-projection GEMM. Long inputs are streamed in blocks of this size too, so a
+streamed run makes exactly the same BLAS calls as a whole-array run and gives the same bits."""
+
+
 def _project(sequence: np.ndarray, cell: Cell, dtype: np.dtype) -> np.ndarray:
-    """The input projection for every step at once: (T, B, F) -> (T, B, H) = x W_ih^T + b."""
+    """The input projection, one GEMM per block of steps: (T, B, F) -> (T, B, H) = x W_ih^T + b."""
     steps, batch, features = sequence.shape
-    flat = np.ascontiguousarray(sequence, dtype=dtype).reshape(steps * batch, features)
-    buffer = (flat @ cell.w_ih.T).reshape(steps, batch, cell.units)
+    buffer = np.empty((steps, batch, cell.units), dtype)
+    weights = cell.w_ih.T
     bias = cell.bias()
-    if bias is not None:
-        buffer += bias
+    for start in range(0, steps, BLOCK_STEPS):
+        stop = min(start + BLOCK_STEPS, steps)
+        block = np.ascontiguousarray(sequence[start:stop], dtype=dtype).reshape(-1, features)
+        out = buffer[start:stop].reshape(-1, cell.units)
+        np.matmul(block, weights, out=out)
+        if bias is not None:
+            out += bias
     return buffer
 
 

@@ -6,8 +6,9 @@ Shared by the `run` and `batch` commands; nothing here prints or knows about cli
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -15,11 +16,15 @@ from .errors import ShapeError, UsageError, WeightsError
 from .initializers import INITS, init_model
 from .io import (
     LoadedArray,
+    NpyWriter,
     as_sequences,
     atomic_output,
+    check_npy_body,
     format_from_name,
+    iter_npy_rows,
     load_array,
     open_input,
+    read_npy_header,
     read_npz,
     write_array,
 )
@@ -164,26 +169,51 @@ def count_nonfinite(array: np.ndarray) -> dict[str, int]:
     """Counts of NaN and ±Inf entries."""
     if array.dtype.kind != "f":
         return {"nan": 0, "inf": 0}
-    nan = int(np.count_nonzero(np.isnan(array)))
-    inf = int(np.count_nonzero(np.isinf(array)))
-    return {"nan": nan, "inf": inf}
+    return {"nan": int(np.count_nonzero(np.isnan(array))), "inf": int(np.count_nonzero(np.isinf(array)))}
+
+
+class Statistics:
+    """min/mean/max of the finite values, NaN/Inf counts and the saturated share, block by block."""
+
+    def __init__(self, activation: str) -> None:
+        self._bounded = activation in _BOUNDED
+        self._sigmoid_like = activation in ("sigmoid", "hard_sigmoid")
+        self.nan = self.inf = self._count = self._finite = self._saturated = 0
+        self._sum = 0.0
+        self._min = self._max = None
+
+    def add(self, block: np.ndarray) -> None:
+        counts = count_nonfinite(block)
+        self.nan += counts["nan"]
+        self.inf += counts["inf"]
+        self._count += block.size
+        finite = block[np.isfinite(block)] if counts["nan"] or counts["inf"] else block
+        if finite.size:
+            low, high = float(finite.min()), float(finite.max())
+            self._min = low if self._min is None else min(self._min, low)
+            self._max = high if self._max is None else max(self._max, high)
+            self._sum += float(finite.sum(dtype=np.float64))
+            self._finite += finite.size
+        if self._bounded:
+            distance = np.abs(2 * block - 1) if self._sigmoid_like else np.abs(block)  # from the limits
+            self._saturated += int(np.count_nonzero(distance > SATURATION))
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "nan": self.nan,
+            "inf": self.inf,
+            "min": self._min,
+            "mean": self._sum / self._finite if self._finite else None,
+            "max": self._max,
+            "saturated": self._saturated / self._count if self._bounded and self._count else None,
+        }
 
 
 def output_statistics(array: np.ndarray, activation: str) -> dict[str, Any]:
     """min/mean/max over finite values, non-finite counts, and the share of saturated units."""
-    finite = array[np.isfinite(array)]
-    stats: dict[str, Any] = count_nonfinite(array)
-    if finite.size:
-        stats.update(min=float(finite.min()), mean=float(finite.mean(dtype=np.float64)), max=float(finite.max()))
-    else:
-        stats.update(min=None, mean=None, max=None)
-    if activation in _BOUNDED and array.size:
-        limit = SATURATION if activation in ("tanh", "softsign") else None
-        values = np.abs(array) if limit else np.abs(2 * array - 1)  # sigmoid-like: distance from 0/1
-        stats["saturated"] = float(np.count_nonzero(values > SATURATION) / array.size)
-    else:
-        stats["saturated"] = None
-    return stats
+    stats = Statistics(activation)
+    stats.add(array)
+    return stats.result()
 
 
 @dataclass
@@ -266,9 +296,12 @@ class RunSettings:
 
 @dataclass
 class RunResult:
-    output: Output
+    """A finished forward pass: `items` still to be written (empty when streamed), the state, the facts."""
+
     items: dict[str, np.ndarray]
+    state: tuple[np.ndarray, ...]
     facts: RunFacts
+    sequence: np.ndarray | None = None
 
 
 def output_format(path: str, to: str | None, return_mode: str) -> str:
@@ -290,39 +323,30 @@ def output_data(items: dict[str, np.ndarray], fmt: str) -> np.ndarray | dict[str
     return items if fmt == "npz" else next(iter(items.values()))
 
 
-def run_loaded(
-    built: BuiltModel,
-    loaded: LoadedArray,
-    settings: RunSettings,
-    initial_state: np.ndarray | None = None,
-    lengths: np.ndarray | None = None,
-) -> RunResult:
-    """Run a built model over a loaded array; returns the outputs asked for and the run's facts."""
-    x = as_sequences(loaded.array, loaded.source)
-    facts = RunFacts(
-        input={
-            "source": loaded.source,
-            "format": loaded.fmt,
-            "key": loaded.key,
-            "shape": list(loaded.array.shape),
-            "dtype": str(loaded.array.dtype),
-            **count_nonfinite(loaded.array),
-        },
+def _start_facts(built: BuiltModel, source: str, fmt: str, key: str | None, shape: Any, dtype: Any) -> RunFacts:
+    return RunFacts(
+        input={"source": source, "format": fmt, "key": key, "shape": list(shape), "dtype": str(dtype)},
         model=describe_model(built),
     )
-    if facts.input["nan"] or facts.input["inf"]:
+
+
+def _finish_facts(
+    facts: RunFacts,
+    built: BuiltModel,
+    settings: RunSettings,
+    items: dict[str, tuple[Any, Any]],
+    input_counts: dict[str, int],
+    stats: dict[str, Any],
+    seconds: float,
+    steps: int,
+) -> None:
+    """Fill in counts, warnings, outputs (name -> (shape, dtype)) and timing."""
+    facts.input.update(input_counts)
+    if input_counts["nan"] or input_counts["inf"]:
         facts.warnings.append(
-            f"{loaded.source} holds {facts.input['nan']} NaN and {facts.input['inf']} Inf values; "
+            f"{facts.input['source']} holds {input_counts['nan']} NaN and {input_counts['inf']} Inf values; "
             "they propagate through the recurrence"
         )
-    output, seconds = timed_forward(
-        built.model, x, initial_state=initial_state, lengths=lengths, time_major=settings.time_major
-    )
-    steps = x.shape[0] if x.ndim == 2 else x.shape[0] * x.shape[1]
-    items = {"sequence": output.sequence, "final": output.final}
-    if settings.return_mode != "both":
-        items = {settings.return_mode: items[settings.return_mode]}
-    stats = output_statistics(output.sequence, built.model.activation)
     if stats["nan"] or stats["inf"]:
         facts.warnings.append(f"the output holds {stats['nan']} NaN and {stats['inf']} Inf values")
     hint = saturation_hint(stats, built.origin)
@@ -330,7 +354,7 @@ def run_loaded(
         facts.warnings.append(hint)
     facts.output = {
         "return": settings.return_mode,
-        "items": [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype)} for k, v in items.items()],
+        "items": [{"name": k, "shape": list(shape), "dtype": str(dtype)} for k, (shape, dtype) in items.items()],
         "stats": stats,
         "also": {},
     }
@@ -339,7 +363,112 @@ def run_loaded(
         "timesteps": int(steps),
         "timesteps_per_second": steps / seconds if seconds else float("inf"),
     }
-    return RunResult(output, items, facts)
+
+
+def run_loaded(
+    built: BuiltModel,
+    loaded: LoadedArray,
+    settings: RunSettings,
+    initial_state: np.ndarray | Sequence[np.ndarray] | None = None,
+    lengths: np.ndarray | None = None,
+) -> RunResult:
+    """Run a built model over a loaded array; returns the outputs asked for and the run's facts."""
+    x = as_sequences(loaded.array, loaded.source)
+    facts = _start_facts(built, loaded.source, loaded.fmt, loaded.key, loaded.array.shape, loaded.array.dtype)
+    output, seconds = timed_forward(
+        built.model, x, initial_state=initial_state, lengths=lengths, time_major=settings.time_major
+    )
+    items = {"sequence": output.sequence, "final": output.final}
+    if settings.return_mode != "both":
+        items = {settings.return_mode: items[settings.return_mode]}
+    steps = x.shape[0] if x.ndim == 2 else x.shape[0] * x.shape[1]
+    _finish_facts(
+        facts,
+        built,
+        settings,
+        {k: (v.shape, v.dtype) for k, v in items.items()},
+        count_nonfinite(loaded.array),
+        output_statistics(output.sequence, built.model.activation),
+        seconds,
+        steps,
+    )
+    return RunResult(items, output.state, facts, output.sequence)
+
+
+def streamable_shape(source: str, fmt: str | None = None, key: str | None = None) -> tuple[int, int] | None:
+    """(T, F) of a .npy file that can be read block by block (1-D, or 2-D in C order), else None."""
+    if source == "-" or key is not None or (fmt or format_from_name(source)) != "npy":
+        return None
+    with open_input(source) as fp:
+        shape, fortran, _ = read_npy_header(fp, source)
+    if len(shape) == 1:
+        shape = (shape[0], 1)
+    if len(shape) != 2 or fortran or 0 in shape:
+        return None
+    return shape
+
+
+def can_stream(model: RNN, settings: RunSettings, out_fmt: str) -> bool:
+    """Whether outputs can be produced block by block: one forward direction, one output array."""
+    return model.directions == 1 and not model.reverse and settings.return_mode != "both" and out_fmt != "npz"
+
+
+def run_streamed(
+    built: BuiltModel,
+    source: str,
+    sink: BinaryIO,
+    settings: RunSettings,
+    out_fmt: str,
+    initial_state: np.ndarray | Sequence[np.ndarray] | None = None,
+) -> RunResult:
+    """Run over a (T, F) .npy file block by block, writing the output to `sink` as it goes.
+
+    Memory stays bounded by blocks of `model.BLOCK_STEPS` timesteps, the same blocks a whole-array
+    run projects with, so the outputs are bit-for-bit those of a whole-array run.
+    """
+    from . import model as model_module
+
+    model = built.model
+    block_steps = model_module.BLOCK_STEPS
+    with open_input(source) as fp:
+        shape, _, dtype = read_npy_header(fp, source)
+        check_npy_body(fp, source, shape, dtype)
+        steps = shape[0]
+        width = shape[1] if len(shape) == 2 else 1
+        facts = _start_facts(built, source, "npy", None, shape, dtype)
+        input_counts = {"nan": 0, "inf": 0}
+        stats = Statistics(model.activation)
+        writer = None
+        if settings.return_mode == "sequence" and out_fmt == "npy":
+            writer = NpyWriter(sink, model.dtype, model.output_size, rows=steps)
+        state, seconds = initial_state, 0.0
+        for block in iter_npy_rows(fp, source, (steps, width), dtype, block_steps):
+            for k, v in count_nonfinite(block).items():
+                input_counts[k] += v
+            output, elapsed = timed_forward(model, block, initial_state=state)
+            seconds += elapsed
+            state = output.state
+            stats.add(output.sequence)
+            if writer is not None:
+                writer.write(output.sequence)
+            elif settings.return_mode == "sequence":
+                write_array(sink, output.sequence, out_fmt)
+    if writer is not None:
+        writer.close()
+    if settings.return_mode == "final":
+        write_array(sink, output.final, out_fmt)
+    produced = (steps, model.output_size) if settings.return_mode == "sequence" else (model.output_size,)
+    _finish_facts(
+        facts,
+        built,
+        settings,
+        {settings.return_mode: (produced, model.dtype)},
+        input_counts,
+        stats.result(),
+        seconds,
+        steps,
+    )
+    return RunResult({}, output.state, facts)
 
 
 def process_file(
@@ -361,11 +490,20 @@ def process_file(
     return run.facts
 
 
-def state_to_save(output: Output, path: str) -> np.ndarray | dict[str, np.ndarray]:
+def check_state_file(model: RNN, path: str) -> None:
+    """Refuse, before any work, a .npy state file for layers of different sizes (it cannot be one tensor)."""
+    if not path.lower().endswith(".npz") and len(set(model.units)) > 1:
+        raise ShapeError(
+            f"{path}: layers have different sizes {list(model.units)}, so the state cannot be one tensor "
+            "(PyTorch's h_n needs equal sizes); save it as .npz instead"
+        )
+
+
+def state_to_save(state: tuple[np.ndarray, ...], path: str) -> np.ndarray | dict[str, np.ndarray]:
     """One (layers*directions, [B,] H) array for .npy; entries state_0, state_1, … for .npz (any sizes)."""
     if path.lower().endswith(".npz"):
-        return {f"state_{i}": s for i, s in enumerate(output.state)}
-    return output.state_tensor()
+        return {f"state_{i}": s for i, s in enumerate(state)}
+    return np.stack(state)
 
 
 def load_state(path: str) -> np.ndarray | list[np.ndarray]:
