@@ -303,13 +303,11 @@ class RNN:
                 f"(shape {x.shape}); give data with {self.input_size} columns or matching weights"
             )
         single = x.ndim == 2
-        if single:
-            sequence = x[:, None, :]
-        elif time_major:
-            sequence = x
-        else:
-            sequence = x.transpose(1, 0, 2)
-        steps, batch = sequence.shape[:2]
+        # Work in the caller's layout (no transposes of big arrays): time on axis 0 or 1.
+        sequence = x[None] if single else x
+        time_axis = 0 if time_major and not single else 1
+        steps = sequence.shape[time_axis]
+        batch = sequence.shape[1 - time_axis]
         states = self._initial_states(initial_state, batch, single)
         lengths = self._check_lengths(lengths, batch, steps, single)
 
@@ -317,18 +315,16 @@ class RNN:
         for k, layer in enumerate(self.layers):
             outputs = []
             for d, cell in enumerate(layer):
-                buffer = _project(sequence, cell, self.dtype)
+                buffer = _project(sequence, cell, self.dtype, time_axis)
                 h = states[k * self.directions + d]
-                _recur(buffer, cell.w_hh, h, self, reverse=self.reverse or d == 1, lengths=lengths)
+                by_step = buffer if time_axis == 0 else buffer.transpose(1, 0, 2)  # (T, B, H) view
+                _recur(by_step, cell.w_hh, h, self, reverse=self.reverse or d == 1, lengths=lengths)
                 outputs.append(buffer)
                 finals.append(h)
             sequence = self._merge(outputs)
-        top = finals[-self.directions :]
-        final = self._merge([h for h in top])
+        final = self._merge(finals[-self.directions :])
         if single:
-            return Output(sequence[:, 0, :], final[0], tuple(h[0] for h in finals))
-        if not time_major:
-            sequence = np.ascontiguousarray(sequence.transpose(1, 0, 2))
+            return Output(sequence[0], final[0], tuple(h[0] for h in finals))
         return Output(sequence, final, tuple(finals))
 
     def _merge(self, parts: list[np.ndarray]) -> np.ndarray:
@@ -392,31 +388,38 @@ BLOCK_STEPS = 1 << 15
 streamed run makes exactly the same BLAS calls as a whole-array run and gives the same bits."""
 
 
-def _project(sequence: np.ndarray, cell: Cell, dtype: np.dtype) -> np.ndarray:
-    """The input projection, one GEMM per block of steps: (T, B, F) -> (T, B, H) = x W_ih^T + b."""
-    steps, batch, features = sequence.shape
-    buffer = np.empty((steps, batch, cell.units), dtype)
+def _project(sequence: np.ndarray, cell: Cell, dtype: np.dtype, time_axis: int) -> np.ndarray:
+    """The input projection x W_ih^T + b, one GEMM per block of steps, in `sequence`'s layout."""
+    buffer = np.empty((*sequence.shape[:2], cell.units), dtype)
+    steps = sequence.shape[time_axis]
     weights = cell.w_ih.T
     bias = cell.bias()
     for start in range(0, steps, BLOCK_STEPS):
-        stop = min(start + BLOCK_STEPS, steps)
-        block = np.ascontiguousarray(sequence[start:stop], dtype=dtype).reshape(-1, features)
-        out = buffer[start:stop].reshape(-1, cell.units)
-        np.matmul(block, weights, out=out)
+        window = (slice(None),) * time_axis + (slice(start, min(start + BLOCK_STEPS, steps)),)
+        block = np.ascontiguousarray(sequence[window], dtype=dtype)
+        out = buffer[window]
+        if out.flags.c_contiguous:
+            np.matmul(block.reshape(-1, block.shape[-1]), weights, out=out.reshape(-1, cell.units))
+        else:
+            out[...] = np.matmul(block, weights)
         if bias is not None:
             out += bias
     return buffer
 
 
 def _recur(
-    buffer: np.ndarray, w_hh: np.ndarray, h: np.ndarray, model: RNN, reverse: bool, lengths: np.ndarray | None
+    by_step: np.ndarray, w_hh: np.ndarray, h: np.ndarray, model: RNN, reverse: bool, lengths: np.ndarray | None
 ) -> None:
-    """Run the recurrence in place: `buffer` (T, B, H) projections -> outputs; `h` (B, H) -> final."""
+    """Run the recurrence in place: `by_step` (T, B, H) projections -> outputs; `h` (B, H) -> final."""
     code = _KERNEL_ACTIVATIONS.get(model.activation)
-    if _kernel is not None and code is not None and lengths is None and _kernel_wins(buffer.shape[1], buffer.shape[2]):
-        _kernel.recur(buffer, w_hh, h, code, model.clip or 0.0, model.leak, reverse)
+    batch, units = by_step.shape[1:]
+    if _kernel is not None and code is not None and lengths is None and _kernel_wins(batch, units):
+        contiguous = np.ascontiguousarray(by_step)  # a copy only for batch-first batches
+        _kernel.recur(contiguous, w_hh, h, code, model.clip or 0.0, model.leak, reverse)
+        if contiguous is not by_step:
+            by_step[...] = contiguous
         return
-    _recur_numpy(buffer, w_hh, h, ACTIVATIONS[model.activation], model.clip, model.leak, reverse, lengths)
+    _recur_numpy(by_step, w_hh, h, ACTIVATIONS[model.activation], model.clip, model.leak, reverse, lengths)
 
 
 def _kernel_wins(batch: int, units: int) -> bool:
@@ -434,13 +437,18 @@ def _recur_numpy(
     reverse: bool,
     lengths: np.ndarray | None,
 ) -> None:
-    steps = buffer.shape[0]
-    recurrent = np.ascontiguousarray(w_hh.T)
-    scratch = np.empty_like(h)
-    previous = h.copy()
-    for t in range(steps - 1, -1, -1) if reverse else range(steps):
-        out = buffer[t]
-        np.matmul(previous, recurrent, out=scratch)
+    single = h.shape[0] == 1  # one sequence: matrix-vector products (BLAS gemv; a 1-row matmul is far slower)
+    rows = buffer[:, 0] if single else buffer
+    previous = h[0].copy() if single else h.copy()
+    scratch = np.empty_like(previous)
+    recurrent = w_hh if single else np.ascontiguousarray(w_hh.T)
+    limits = None if lengths is None else (lengths[0] if single else lengths[:, None])
+    for t in range(buffer.shape[0] - 1, -1, -1) if reverse else range(buffer.shape[0]):
+        out = rows[t]
+        if single:
+            np.dot(recurrent, previous, out=scratch)
+        else:
+            np.matmul(previous, recurrent, out=scratch)
         out += scratch
         if clip is not None:
             np.clip(out, -clip, clip, out=out)
@@ -448,8 +456,8 @@ def _recur_numpy(
         if leak != 1:
             out *= leak
             out += (1 - leak) * previous
-        if lengths is not None:
-            active = (t < lengths)[:, None]
+        if limits is not None:
+            active = t < limits
             np.copyto(previous, out, where=active)
             out *= active
         else:
