@@ -47,7 +47,8 @@ PEER_SCRIPT = textwrap.dedent(
         graph = helper.make_graph(
             [node], "rnn", [helper.make_tensor_value_info("X", TensorProto.FLOAT, None)],
             [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
-            [numpy_helper.from_array(w["weight_ih_l0"][None], "W"), numpy_helper.from_array(w["weight_hh_l0"][None], "R"), B],
+            [numpy_helper.from_array(w["weight_ih_l0"][None], "W"),
+             numpy_helper.from_array(w["weight_hh_l0"][None], "R"), B],
         )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -70,8 +71,10 @@ def median_times(commands: dict[str, list[str]], repeats: int, env: dict[str, st
 def peers_available(python: str) -> list[str]:
     found = []
     for peer, module in (("onnxruntime", "onnxruntime"), ("torch", "torch")):
-        probe = subprocess.run([python, "-c", f"import {module}, onnx" if peer == "onnxruntime" else f"import {module}"],
-                               capture_output=True)
+        probe = subprocess.run(
+            [python, "-c", f"import {module}, onnx" if peer == "onnxruntime" else f"import {module}"],
+            capture_output=True,
+        )
         if probe.returncode == 0:
             found.append(peer)
     return found
@@ -95,19 +98,34 @@ def make_job(directory: Path, shape: tuple[int, ...], units: int, dtype: str) ->
 
 
 def whole_process(args: argparse.Namespace, directory: Path, peers: list[str], env: dict[str, str]) -> list[str]:
-    rows = ["| job | dtype | rnncli (s) | " + " | ".join(f"{p} (s)" for p in peers) + " | rnncli / best peer |",
-            "|---|---|---|" + "---|" * len(peers) + "---|"]
+    rows = [
+        "| job | dtype | rnncli (s) | " + " | ".join(f"{p} (s)" for p in peers) + " | rnncli / best peer |",
+        "|---|---|---|" + "---|" * len(peers) + "---|",
+    ]
     script = directory / "peer.py"
     script.write_text(PEER_SCRIPT)
-    jobs = [("single T=1,000,000 F=32 H=64", (1_000_000, 32), 64), ("batch B=512 T=1000 F=32 H=128", (512, 1000, 32), 128)]
+    jobs = [
+        ("single T=1,000,000 F=32 H=64", (1_000_000, 32), 64),
+        ("batch B=512 T=1000 F=32 H=128", (512, 1000, 32), 128),
+    ]
     for label, shape, units in jobs:
         for dtype in args.dtypes:
             x, w = make_job(directory, shape, units, dtype)
-            commands = {"rnncli": [args.rnncli, "run", str(x), "--weights", str(w), "-o", str(directory / "y.npy"), "-q"]}
+            commands = {
+                "rnncli": [args.rnncli, "run", str(x), "--weights", str(w), "-o", str(directory / "y.npy"), "-q"]
+            }
             for peer in peers:
                 if peer == "onnxruntime" and dtype == "float64":
                     continue  # onnxruntime has no float64 RNN kernel
-                commands[peer] = [args.peer_python, str(script), peer, str(x), str(w), str(directory / f"y_{peer}.npy"), dtype]
+                commands[peer] = [
+                    args.peer_python,
+                    str(script),
+                    peer,
+                    str(x),
+                    str(w),
+                    str(directory / f"y_{peer}.npy"),
+                    dtype,
+                ]
             result = median_times(commands, args.repeats, env)
             for peer in peers:
                 if peer in result:
@@ -128,9 +146,19 @@ def kernels(args: argparse.Namespace) -> list[str]:
     from rnncli import init_model
     from rnncli import model as model_module
 
-    rows = ["| shape | dtype | rnncli compiled (µs/step) | rnncli numpy (µs/step) | seed loop (µs/step) |", "|---|---|---|---|---|"]
-    cases = [((200_000, 32), 16), ((200_000, 32), 64), ((50_000, 32), 256), ((5_000, 32), 1024), ((64, 1000, 32), 128),
-             ((512, 1000, 32), 128), ((8, 1000, 32), 32)]
+    rows = [
+        "| shape | dtype | rnncli compiled (µs/step) | rnncli numpy (µs/step) | seed loop (µs/step) |",
+        "|---|---|---|---|---|",
+    ]
+    cases = [
+        ((200_000, 32), 16),
+        ((200_000, 32), 64),
+        ((50_000, 32), 256),
+        ((5_000, 32), 1024),
+        ((64, 1000, 32), 128),
+        ((512, 1000, 32), 128),
+        ((8, 1000, 32), 32),
+    ]
     kernel = model_module._kernel
     for shape, units in cases:
         for dtype in args.dtypes:
@@ -192,8 +220,13 @@ def memory(args: argparse.Namespace, directory: Path, env: dict[str, str]) -> li
             rng.uniform(-1, 1, size=(min(1 << 20, steps - start), 32)).astype(np.float32).tofile(fp)
     timer = shutil.which("time") or "/usr/bin/time"
     out = directory / "big_out.npy"
-    proc = subprocess.run([timer, "-f", "%M %e", args.rnncli, "run", str(path), "--units", "16", "-o", str(out), "-q"],
-                          capture_output=True, text=True, env=env, check=True)
+    proc = subprocess.run(
+        [timer, "-f", "%M %e", args.rnncli, "run", str(path), "--units", "16", "-o", str(out), "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     rss_kib, seconds = proc.stderr.strip().splitlines()[-1].split()
     size = path.stat().st_size
     ok = np.load(out, mmap_mode="r").shape == (steps, 16)
@@ -222,21 +255,32 @@ def main() -> None:
     from rnncli.model import ENGINE
 
     if "machine" in sections:
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), platform.processor())
-        print(f"- date: {time.strftime('%Y-%m-%d')}; machine: {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}")
-        print(f"- numpy {np.__version__}; rnncli engine: {ENGINE}; OPENBLAS_CORETYPE={env.get('OPENBLAS_CORETYPE', '(unset)')}")
-        versions = subprocess.run([args.peer_python, "-c", "import importlib.metadata as m\nfor p in ('torch','onnxruntime'):\n try: print(p, m.version(p))\n except Exception: pass"],
-                                  capture_output=True, text=True).stdout.split("\n")
+        cpu = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        python = platform.python_version()
+        print(f"- date: {time.strftime('%Y-%m-%d')}; machine: {cpu}, {os.cpu_count()} cores; Python {python}")
+        coretype = env.get("OPENBLAS_CORETYPE", "(unset)")
+        print(f"- numpy {np.__version__}; rnncli engine: {ENGINE}; OPENBLAS_CORETYPE={coretype}")
+        probe = (
+            "import importlib.metadata as m\nfor p in ('torch', 'onnxruntime'):\n"
+            " try: print(p, m.version(p))\n except Exception: pass"
+        )
+        versions = subprocess.run([args.peer_python, "-c", probe], capture_output=True, text=True).stdout.split("\n")
         print("- peers: " + ", ".join(v for v in versions if v) + "\n")
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         if "whole" in sections:
             peers = peers_available(args.peer_python)
-            print("### Whole process (median of %d)\n" % args.repeats)
+            print(f"### Whole process (median of {args.repeats})\n")
             print("\n".join(whole_process(args, directory, peers, env)) + "\n")
         if "kernels" in sections:
-            print("### Forward pass only (median of %d)\n" % args.repeats)
+            print(f"### Forward pass only (median of {args.repeats})\n")
             print("\n".join(kernels(args)) + "\n")
         if "startup" in sections:
             print("### Start-up\n")
