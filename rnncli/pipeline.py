@@ -29,7 +29,7 @@ from .io import (
     write_array,
 )
 from .model import ENGINE, RNN, Output
-from .weights import load_weights
+from .weights import SETTINGS, from_state_dict, read_weights
 
 RETURNS = ("sequence", "final", "both")
 SATURATION = 0.99
@@ -108,8 +108,8 @@ def build_model(options: ModelOptions, input_size: int) -> BuiltModel:
     if random_only:
         flags = ", ".join("--" + name.replace("_", "-") for name in random_only)
         raise UsageError(f"{flags} shape random weights; they do not apply with --weights {options.weights}")
-    model = load_weights(options.weights)
-    model = _apply_settings(model, options)
+    tensors, stored = read_weights(options.weights)
+    model = from_state_dict(tensors, _settings_for(stored, options), options.weights)
     if options.dtype:
         model = model.astype(options.dtype)
     _check_agrees(model, options)
@@ -121,27 +121,20 @@ def build_model(options: ModelOptions, input_size: int) -> BuiltModel:
     return BuiltModel(model, f"weights {options.weights}", weights=options.weights)
 
 
-def _apply_settings(model: RNN, options: ModelOptions) -> RNN:
-    """Options not stored in the weights file (file without settings) fill in; stored ones must agree."""
-    changes = {}
-    for name in ("activation", "merge", "reverse", "clip", "leak"):
+def _settings_for(stored: dict[str, Any], options: ModelOptions) -> dict[str, Any]:
+    """Settings stored with the weights, completed by the options; a given option must agree with the file."""
+    settings = dict(stored)
+    for name in SETTINGS:
         value = getattr(options, name)
-        if value is not None and value != getattr(model, name):
-            changes[name] = value
-    if not changes:
-        return model
-    try:
-        return RNN(
-            model.layers,
-            **{
-                name: changes.get(name, getattr(model, name))
-                for name in ("activation", "merge", "reverse", "clip", "leak")
-            },
-        )
-    except UsageError:
-        raise
-    except WeightsError as exc:
-        raise WeightsError(f"{options.weights}: {exc}") from None
+        if value is None:
+            continue
+        if name in stored and stored[name] != value:
+            raise WeightsError(
+                f"{options.weights}: the file says {name}={stored[name]!r} but the options say {value!r}; "
+                "drop the option (the file decides) or use other weights"
+            )
+        settings[name] = value
+    return settings
 
 
 def _check_agrees(model: RNN, options: ModelOptions) -> None:

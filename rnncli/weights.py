@@ -99,25 +99,27 @@ def save_weights(model: RNN, fp: BinaryIO, fmt: str = "npz") -> None:
     write_array(fp, arrays, "npz")
 
 
-def load_weights(source: PathOrFile, *, name: str | None = None) -> RNN:
-    """Read an .npz of PyTorch-named tensors (and rnncli settings, when present) into an :class:`RNN`."""
+def read_weights(source: PathOrFile, *, name: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The tensors of an .npz weights file and the rnncli settings stored with them (if any)."""
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         name = name or path
         if os.path.splitext(path)[1].lower() != ".npz":
             raise WeightsError(f"{name}: weights are read from .npz files (PyTorch state_dict names)")
-        try:
-            with open(path, "rb") as fp:
-                tensors = read_npz(fp, name, text_keys=(METADATA_KEY,))
-        except FileNotFoundError:
-            raise WeightsError(f"{name}: no such weights file") from None
-        except IsADirectoryError:
-            raise WeightsError(f"{name}: is a directory, not a weights file") from None
+        if not os.path.isfile(path):
+            raise WeightsError(f"{name}: no such weights file" if not os.path.exists(path) else f"{name}: not a file")
+        with open(path, "rb") as fp:
+            tensors = read_npz(fp, name, text_keys=(METADATA_KEY,))
     else:
         name = name or str(getattr(source, "name", "<weights>"))
         tensors = read_npz(source, name, text_keys=(METADATA_KEY,))
-    settings = _parse_settings(tensors.pop(METADATA_KEY, None), name)
-    return from_state_dict(tensors, settings, name)
+    return tensors, _parse_settings(tensors.pop(METADATA_KEY, None), name)
+
+
+def load_weights(source: PathOrFile, *, name: str | None = None) -> RNN:
+    """Read an .npz of PyTorch-named tensors (and rnncli settings, when present) into an :class:`RNN`."""
+    tensors, settings = read_weights(source, name=name)
+    return from_state_dict(tensors, settings, name or str(source))
 
 
 def _parse_settings(entry: np.ndarray | None, name: str) -> dict[str, Any]:
@@ -132,3 +134,98 @@ def _parse_settings(entry: np.ndarray | None, name: str) -> dict[str, Any]:
     if not isinstance(settings, dict):
         raise WeightsError(f"{name}: the {METADATA_KEY} entry must be a JSON object")
     return {k: v for k, v in settings.items() if k in SETTINGS}
+
+
+ONNX_ACTIVATIONS = {
+    "Tanh": "tanh",
+    "Relu": "relu",
+    "Sigmoid": "sigmoid",
+    "Softsign": "softsign",
+    "Softplus": "softplus",
+}
+# ONNX activations with parameters that rnncli has only at one setting: (name, alpha, beta) -> rnncli name
+_ONNX_PARAMETRIC = {
+    ("Elu", 1.0, None): "elu",
+    ("Affine", 1.0, 0.0): "linear",
+    ("HardSigmoid", 1 / 6, 0.5): "hard_sigmoid",
+}
+_ONNX_DEFAULTS = {"Elu": (1.0, None), "Affine": (1.0, 0.0), "HardSigmoid": (0.2, 0.5)}
+
+
+def _onnx_activation(name: str, alpha: float | None, beta: float | None, source: str) -> str:
+    if name in ONNX_ACTIVATIONS:
+        return ONNX_ACTIVATIONS[name]
+    default_alpha, default_beta = _ONNX_DEFAULTS.get(name, (None, None))
+    alpha = default_alpha if alpha is None else alpha
+    beta = default_beta if beta is None else beta
+    for (known, a, b), ours in _ONNX_PARAMETRIC.items():
+        if known == name and np.isclose(alpha, a) and (b is None or np.isclose(beta, b)):
+            return ours
+    raise WeightsError(
+        f"{source}: ONNX activation {name}(alpha={alpha}, beta={beta}) has no rnncli equivalent; "
+        f"rnncli runs {', '.join(ONNX_ACTIVATIONS)}, Elu(1), Affine(1, 0) and HardSigmoid(1/6, 1/2)"
+    )
+
+
+def from_onnx(
+    w: np.ndarray,
+    r: np.ndarray,
+    b: np.ndarray | None = None,
+    *,
+    direction: str = "forward",
+    activations: list[str] | None = None,
+    activation_alpha: list[float] | None = None,
+    activation_beta: list[float] | None = None,
+    clip: float | None = None,
+    source: str = "onnx",
+) -> RNN:
+    """One ONNX ``RNN`` node as a one-layer :class:`RNN`: W (D, H, F), R (D, H, H), B (D, 2H) = [Wb, Rb].
+
+    Bidirectional nodes merge by concatenation, as ONNX's ``Y`` does when its direction axis is flattened.
+    """
+    directions = {"forward": 1, "reverse": 1, "bidirectional": 2}.get(direction)
+    if directions is None:
+        raise WeightsError(f"{source}: unknown RNN direction '{direction}'; expected forward, reverse or bidirectional")
+    if w.ndim != 3 or r.ndim != 3 or w.shape[0] != directions or r.shape[0] != directions:
+        raise WeightsError(
+            f"{source}: W {w.shape} and R {r.shape} must be (directions={directions}, hidden, …) "
+            f"for direction {direction}"
+        )
+    units = w.shape[1]
+    if b is not None and b.shape != (directions, 2 * units):
+        raise WeightsError(
+            f"{source}: B has shape {b.shape}, expected ({directions}, {2 * units}) to match W {w.shape}"
+        )
+    names = activations or ["Tanh"] * directions
+    alphas = list(activation_alpha or [])
+    betas = list(activation_beta or [])
+    chosen = {
+        _onnx_activation(name, alphas[i] if i < len(alphas) else None, betas[i] if i < len(betas) else None, source)
+        for i, name in enumerate(names[:directions])
+    }
+    if len(chosen) != 1:
+        raise WeightsError(f"{source}: directions use different activations {names}; rnncli runs one activation")
+    dtype = np.float64 if w.dtype == np.float64 else np.float32
+    cells = tuple(
+        Cell(
+            w[d].astype(dtype),
+            r[d].astype(dtype),
+            None if b is None else b[d, :units].astype(dtype),
+            None if b is None else b[d, units:].astype(dtype),
+        )
+        for d in range(directions)
+    )
+    try:
+        return RNN((cells,), activation=chosen.pop(), reverse=direction == "reverse", clip=clip)
+    except RnnCliError as exc:
+        raise WeightsError(f"{source}: {exc}") from None
+
+
+def from_keras(kernel: np.ndarray, recurrent_kernel: np.ndarray, bias: np.ndarray | None = None) -> Cell:
+    """One Keras SimpleRNN cell (kernel (F, H), recurrent_kernel (H, H), bias (H,)) in PyTorch layout."""
+    dtype = np.float64 if kernel.dtype == np.float64 else np.float32
+    w_ih = np.ascontiguousarray(kernel.T, dtype=dtype)
+    w_hh = np.ascontiguousarray(recurrent_kernel.T, dtype=dtype)
+    if bias is None:
+        return Cell(w_ih, w_hh)
+    return Cell(w_ih, w_hh, bias.astype(dtype), np.zeros_like(bias, dtype=dtype))

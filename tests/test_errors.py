@@ -116,3 +116,10 @@ def test_debug_shows_the_traceback(tmp_path):
     result = CliRunner().invoke(main, ["--debug", "run", str(tmp_path / "nope.npy")])
     assert result.exit_code == 1
     assert "Traceback" in result.stderr and "no such file" in result.stderr
+
+
+def test_options_that_contradict_stored_settings(tmp_path, sample_npy):
+    CliRunner().invoke(main, ["run", str(sample_npy), "--activation", "relu", "--save-weights", str(tmp_path / "w.npz")])
+    result = run_failing(tmp_path, sample_npy, "--weights", tmp_path / "w.npz", "--activation", "tanh")
+    assert result.exit_code == 1
+    assert "the file says activation='relu' but the options say 'tanh'" in one_line(result)
