@@ -383,6 +383,80 @@ class RNN:
         return None if np.all(lengths == steps) else lengths
 
 
+@dataclass(frozen=True)
+class Stack:
+    """RNNs run one after another, for stacks whose layers differ in settings (a Keras Sequential).
+
+    `keras_order[i]` marks a part whose reversed outputs are passed on in processing order, as
+    Keras ``go_backwards=True`` does, instead of aligned to input time. The state is the parts'
+    states concatenated, in order. Properties mirror :class:`RNN`'s for summaries.
+    """
+
+    parts: tuple[RNN, ...]
+    keras_order: tuple[bool, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            raise WeightsError("a stack needs at least one part")
+        if not self.keras_order:
+            object.__setattr__(self, "keras_order", (False,) * len(self.parts))
+        if len(self.keras_order) != len(self.parts):
+            raise WeightsError("keras_order needs one flag per part")
+        for k, (below, above) in enumerate(zip(self.parts, self.parts[1:])):
+            if above.input_size != below.output_size:
+                raise WeightsError(
+                    f"part {k + 1} takes {above.input_size} inputs but part {k} gives {below.output_size}"
+                )
+        if len({p.dtype for p in self.parts}) != 1:
+            raise WeightsError("all parts of a stack must share one dtype")
+
+    layers = property(lambda self: tuple(layer for p in self.parts for layer in p.layers))
+    units = property(lambda self: tuple(u for p in self.parts for u in p.units))
+    input_size = property(lambda self: self.parts[0].input_size)
+    output_size = property(lambda self: self.parts[-1].output_size)
+    dtype = property(lambda self: self.parts[0].dtype)
+    directions = property(lambda self: max(p.directions for p in self.parts))
+    reverse = property(lambda self: any(p.reverse for p in self.parts))
+    has_bias = property(lambda self: all(p.has_bias for p in self.parts))
+    parameter_count = property(lambda self: sum(p.parameter_count for p in self.parts))
+    activation = property(lambda self: ",".join(p.activation for p in self.parts))
+    merge = property(lambda self: ",".join(p.merge for p in self.parts))
+    clip = property(lambda self: None)
+    leak = property(lambda self: 1.0)
+
+    def cells(self) -> list[Cell]:
+        return [cell for p in self.parts for cell in p.cells()]
+
+    def astype(self, dtype: str | np.dtype) -> Stack:
+        return Stack(tuple(p.astype(dtype) for p in self.parts), self.keras_order)
+
+    def working_bytes(self, timesteps: int, batch: int) -> int:
+        return max(p.working_bytes(timesteps, batch) for p in self.parts)
+
+    def forward(
+        self,
+        x: np.ndarray,
+        initial_state: np.ndarray | Sequence[np.ndarray] | None = None,
+        lengths: np.ndarray | None = None,
+        time_major: bool = False,
+    ) -> Output:
+        """As :meth:`RNN.forward`; parts marked in `keras_order` hand on their outputs flipped in time."""
+        if lengths is not None and any(self.keras_order):
+            raise ShapeError("--lengths cannot be combined with Keras go_backwards ordering")
+        states = None if initial_state is None else list(initial_state)
+        time_axis = 0 if time_major or x.ndim == 2 else 1
+        collected: list[np.ndarray] = []
+        output = None
+        for part, flip in zip(self.parts, self.keras_order):
+            count = len(part.cells())
+            mine = None if states is None else states[:count]
+            states = None if states is None else states[count:]
+            output = part.forward(x, initial_state=mine, lengths=lengths, time_major=time_major)
+            x = np.flip(output.sequence, axis=time_axis) if flip else output.sequence
+            collected.extend(output.state)
+        return Output(np.ascontiguousarray(x), output.final, tuple(collected))
+
+
 BLOCK_STEPS = 1 << 15
 """Timesteps per input-projection GEMM. Long inputs are streamed in blocks of this size too, so a
 streamed run makes exactly the same BLAS calls as a whole-array run and gives the same bits."""

@@ -221,3 +221,20 @@ def test_parameter_validation_names_the_shapes():
 def test_too_many_units_is_refused_before_allocating():
     with pytest.raises(UsageError, match="GiB for the weights alone"):
         init_model(3, 2_000_000_000)
+
+
+def test_stack_chains_parts_and_flips_keras_order():
+    from rnncli.model import Stack
+
+    first = init_model(3, 5, activation="relu", dtype="float64", seed=1)
+    second = init_model(5, 4, dtype="float64", seed=2, reverse=True, bias=False)
+    x = np.random.default_rng(0).normal(size=(2, 7, 3))
+    hidden = first.forward(x).sequence
+    aligned = Stack((first, second)).forward(x)
+    np.testing.assert_array_equal(aligned.sequence, second.forward(hidden).sequence)
+    keras = Stack((first, second), (False, True)).forward(x)
+    np.testing.assert_array_equal(keras.sequence, second.forward(hidden).sequence[:, ::-1])
+    np.testing.assert_array_equal(keras.final, aligned.final)
+    assert len(keras.state) == 2 and Stack((first, second)).units == (5, 4)
+    with pytest.raises(WeightsError, match="part 1 takes 3 inputs but part 0 gives 5"):
+        Stack((first, first))
