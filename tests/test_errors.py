@@ -119,7 +119,8 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_options_that_contradict_stored_settings(tmp_path, sample_npy):
-    CliRunner().invoke(main, ["run", str(sample_npy), "--activation", "relu", "--save-weights", str(tmp_path / "w.npz")])
+    args = ["run", str(sample_npy), "--activation", "relu", "--save-weights", str(tmp_path / "w.npz")]
+    CliRunner().invoke(main, args)
     result = run_failing(tmp_path, sample_npy, "--weights", tmp_path / "w.npz", "--activation", "tanh")
     assert result.exit_code == 1
     assert "the file says activation='relu' but the options say 'tanh'" in one_line(result)
