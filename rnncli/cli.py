@@ -6,18 +6,21 @@ Heavy modules (numpy, rich) are imported inside commands so `rnncli --help` stay
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 import click
 
 from . import __version__
-from .errors import Interrupted, RnnCliError, UsageError
+from .errors import Interrupted, RnnCliError, UsageError, printable
 
 ACTIVATION_NAMES = ("tanh", "relu", "sigmoid", "hard_sigmoid", "linear", "softsign", "softplus", "elu")
 INIT_NAMES = ("keras", "torch", "uniform", "normal", "esn")
@@ -29,14 +32,25 @@ class RnnCliGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         debug = ctx.params.get("debug") or os.environ.get("RNNCLI_DEBUG") == "1"
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+        previous: dict[int, Any] = {}
+        _INTERRUPTED.clear()
         try:
-            return super().invoke(ctx)
+            # inside the try: signal.signal() itself raises a KeyboardInterrupt that is already pending
+            if threading.current_thread() is threading.main_thread():
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    previous[signum] = signal.signal(signum, _on_signal)
+            result = super().invoke(ctx)
+            check_interrupted()
+            return result
         except RnnCliError as exc:
             if debug:
                 traceback.print_exc()
             _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
+            # Under `python -m`, CPython dies by SIGINT at exit if the interrupt landed inside a string
+            # exec (dataclasses and namedtuples are built that way), even though it was handled here;
+            # a string exec that completes clears that flag, so the exit code stays 130.
+            exec("")
             _fail(str(Interrupted("interrupted; no partial output was left")), Interrupted.exit_code)
         except BrokenPipeError:
             _silence_stdout()
@@ -46,6 +60,9 @@ class RnnCliGroup(click.Group):
                 "out of memory: the input or model is too large for this machine; use fewer --units or split the input",
                 1,
             )
+        except click.UsageError as exc:  # bad options of a command: one line too, with where to look
+            command = exc.ctx.command_path if exc.ctx else "rnncli"
+            _fail(f"{exc.format_message()} (see '{command} --help')", exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except Exception as exc:  # a bug: still one line unless --debug
@@ -54,10 +71,25 @@ class RnnCliGroup(click.Group):
             _fail(
                 f"internal error: {type(exc).__name__}: {exc} (run with --debug for details, and please report it)", 1
             )
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
+_INTERRUPTED = threading.Event()
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    """SIGINT and SIGTERM: remember it, then unwind (removing temporary files) as Ctrl-C does."""
+    _INTERRUPTED.set()
     raise KeyboardInterrupt
+
+
+def check_interrupted() -> None:
+    """Raise the interrupt again if one arrived: Python drops a KeyboardInterrupt raised inside a callback
+    ("Exception ignored in …"), and a run must not then commit its outputs and exit 0."""
+    if _INTERRUPTED.is_set():
+        raise KeyboardInterrupt
 
 
 def _silence_stdout() -> None:
@@ -70,7 +102,8 @@ def _silence_stdout() -> None:
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"rnncli: error: {message}", err=True)
+    # one line whatever the message holds (file names and cells from hostile files are escaped)
+    click.echo(f"rnncli: error: {printable(message, None)}", err=True)
     raise click.exceptions.Exit(code)
 
 
@@ -167,7 +200,8 @@ def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--weights",
             type=click.Path(dir_okay=False),
-            help="Load weights (.npz with PyTorch nn.RNN state_dict names) instead of drawing them.",
+            help="Load trained weights instead of drawing them: .npz/.safetensors/.pt (PyTorch nn.RNN names), "
+            ".keras, .weights.h5 (Keras 3) or .onnx.",
         ),
     ]
     for option in reversed(options):
@@ -226,15 +260,14 @@ def _model_options(params: dict[str, Any]) -> Any:
 @click.option(
     "--save-weights",
     type=click.Path(dir_okay=False),
-    help="Write the weights used (.npz, PyTorch names) to repeat or ship the run.",
+    help="Write the weights used (.npz or .safetensors, PyTorch names + settings) to repeat or ship the run.",
 )
 @click.option(
     "--return",
     "return_",
     type=click.Choice(["sequence", "final", "both"]),
-    default="sequence",
-    show_default=True,
-    help="Every timestep's output, the final one, or both (an .npz with 'sequence' and 'final').",
+    help="Every timestep's output, the final one, or both (an .npz with 'sequence' and 'final'). "
+    "[default: sequence, or what a .keras model's last layer returns]",
 )
 @click.option("-o", "--output", default="-", show_default=True, help="Output file; - is stdout.")
 @click.option(
@@ -247,12 +280,24 @@ def _model_options(params: dict[str, Any]) -> Any:
     help="Input format. [default: from the extension; sniffed on stdin]",
 )
 @click.option("--key", help="Which array of an .npz input to use.")
+@click.option(
+    "--on-nan",
+    type=click.Choice(["error", "warn", "ignore"]),
+    default="warn",
+    show_default=True,
+    help="NaN/Inf in the input or output: stop the run (exit 1, nothing written), warn, or say nothing.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr (warnings and errors still show).")
 @click.option("--show", is_flag=True, help="Draw a heatmap of the output (units × time) on stderr.")
 @click.option(
     "--summary-json",
     type=click.Path(dir_okay=False),
     help="Write the summary's facts as JSON to this file (- for stdout when -o is a file).",
+)
+@click.option(
+    "--stream",
+    is_flag=True,
+    help="Live pipelines: read CSV rows one at a time and write each output row to stdout as soon as it is computed.",
 )
 def run(input: str, **params: Any) -> None:
     """Run an RNN over INPUT (a .npy/.npz/CSV file, or - for stdin).
@@ -266,6 +311,8 @@ def run(input: str, **params: Any) -> None:
       cat sample_data/sines.csv | rnncli run - --units 32 --return final --to csv
       rnncli run data.npy --init uniform --seed 7 --save-weights w.npz -o out.npy
       rnncli run more.npy --weights w.npz --show -o out.npy
+      rnncli run data.npy --weights model.keras -o out.npy     # also .safetensors, .pt, .onnx
+      tail -f sensor.csv | rnncli run - --stream --weights w.npz | consumer
     """
 
     from .io import as_sequences, write_array
@@ -285,48 +332,76 @@ def run(input: str, **params: Any) -> None:
     from .summary import render_heatmap, render_preview, render_summary, render_warnings, stderr_console
 
     options = _model_options(params)
+    if params.pop("stream"):
+        return _run_stream(input, options, params)
     output, quiet, console = params["output"], params["quiet"], stderr_console()
-    settings = RunSettings(return_mode=params["return_"], time_major=params["time_major"])
+    settings = RunSettings(
+        return_mode=params["return_"] or "sequence", time_major=params["time_major"], nan_policy=params["on_nan"]
+    )
     out_fmt = output_format(output, params["to"], settings.return_mode)
     if params["summary_json"] == "-" and output == "-":
         raise UsageError("--summary-json - needs stdout, but the data goes there; give -o FILE or a summary file")
+    _check_outputs(
+        {
+            "-o": output,
+            "--save-weights": params["save_weights"],
+            "--save-state": params["save_state"],
+            "--summary-json": params["summary_json"],
+        }
+    )
+    if params["save_weights"]:
+        from .weights import save_format
+
+        save_format(params["save_weights"])  # .npz or .safetensors: a usage error now, not after the run
     preview = output == "-" and out_fmt != "csv" and _stdout_is_terminal()
 
     # A long 1-D/2-D .npy is streamed block by block (bounded memory); everything else is read whole.
     shape = streamable_shape(input, params["from_"], params["key"])
     loaded = None if shape else _read_input(input, params["from_"], params["key"], console, quiet)
     built = build_model(options, shape[1] if shape else as_sequences(loaded.array, loaded.source).shape[-1])
+    if params["return_"] is None and built.return_mode:  # a .keras model's own return_sequences
+        from dataclasses import replace
+
+        settings = replace(settings, return_mode=built.return_mode)
     if params["save_state"]:
         check_state_file(built.model, params["save_state"])
     initial_state = load_state(params["initial_state"]) if params["initial_state"] else None
     lengths = _read_array(params["lengths"]).reshape(-1) if params["lengths"] else None
     streamed = shape and not (preview or params["show"] or lengths is not None)
-    if streamed and can_stream(built.model, settings, out_fmt):
-        run = _write(output, lambda fp: run_streamed(built, input, fp, settings, out_fmt, initial_state))
-    else:
-        if loaded is None:
-            loaded = _read_input(input, params["from_"], params["key"], console, quiet)
-        run = run_loaded(built, loaded, settings, initial_state=initial_state, lengths=lengths)
-        if preview:
-            for name, value in run.items.items():
-                render_preview(console, value, name)
+    # Output files are staged and renamed into place together when this block ends: a failure or an
+    # interrupt anywhere in it leaves every existing output as it was.
+    with ExitStack() as staged:
+        if streamed and can_stream(built.model, settings, out_fmt):
+            run = _write(output, lambda fp: run_streamed(built, input, fp, settings, out_fmt, initial_state), staged)
         else:
-            _write(output, lambda fp: write_array(fp, output_data(run.items, out_fmt), out_fmt))
-    facts = run.facts
-    facts.output.update(destination="terminal (preview)" if preview else "stdout" if output == "-" else output)
-    facts.output["format"] = out_fmt
-    if params["save_weights"]:
-        from .weights import save_weights
+            if loaded is None:
+                loaded = _read_input(input, params["from_"], params["key"], console, quiet)
+            run = run_loaded(built, loaded, settings, initial_state=initial_state, lengths=lengths)
+            if preview:
+                for name, value in run.items.items():
+                    render_preview(console, value, name)
+            else:
+                _write(output, lambda fp: write_array(fp, output_data(run.items, out_fmt), out_fmt), staged)
+        facts = run.facts
+        facts.output.update(destination="terminal (preview)" if preview else "stdout" if output == "-" else output)
+        facts.output["format"] = out_fmt
+        if params["save_weights"]:
+            from .weights import save_format, save_weights
 
-        _write(params["save_weights"], lambda fp: save_weights(built.model, fp))
-        facts.output["also"]["weights"] = params["save_weights"]
-    if params["save_state"]:
-        state = state_to_save(run.state, params["save_state"])
-        _write(params["save_state"], lambda fp: write_array(fp, state, "npz" if isinstance(state, dict) else "npy"))
-        facts.output["also"]["state"] = params["save_state"]
-    if params["summary_json"]:
-        document = json.dumps(facts.as_dict(), indent=2).encode() + b"\n"
-        _write(params["summary_json"], lambda fp: fp.write(document))
+            fmt, mode = save_format(params["save_weights"]), built.return_mode
+            _write(params["save_weights"], lambda fp: save_weights(built.model, fp, fmt, return_mode=mode), staged)
+            facts.output["also"]["weights"] = params["save_weights"]
+        if params["save_state"]:
+            state = state_to_save(run.state, params["save_state"])
+            kind = "npz" if isinstance(state, dict) else "npy"
+            _write(params["save_state"], lambda fp: write_array(fp, state, kind), staged)
+            facts.output["also"]["state"] = params["save_state"]
+        document = json.dumps(facts.as_dict(), indent=2).encode() + b"\n" if params["summary_json"] else b""
+        if params["summary_json"] not in (None, "-"):
+            _write(params["summary_json"], lambda fp: fp.write(document), staged)
+        check_interrupted()  # before the staged outputs are renamed into place
+    if params["summary_json"] == "-":  # stdout once the files are in place (a closed pipe cannot undo them)
+        _write("-", lambda fp: fp.write(document))
 
     render_warnings(console, facts.warnings)
     if not quiet:
@@ -335,6 +410,443 @@ def run(input: str, **params: Any) -> None:
         sequence = run.sequence
         shown = sequence if sequence.ndim == 2 else sequence[:, 0] if settings.time_major else sequence[0]
         render_heatmap(console, shown, "" if sequence.ndim == 2 else " (first batch row)")
+
+
+WEIGHT_SETTINGS_HELP = "For files that do not record it (PyTorch state_dicts, .weights.h5); files that do must agree."
+
+
+def _weights_settings(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Options for what a weights file may not record, shared by `weights inspect` and `weights convert`."""
+    options = [
+        click.option("--activation", type=click.Choice(ACTIVATION_NAMES), help=f"Activation. {WEIGHT_SETTINGS_HELP}"),
+        click.option(
+            "--merge", type=click.Choice(["concat", "sum", "mul", "ave"]), help="How bidirectional layers merge."
+        ),
+        click.option("--reverse", is_flag=True, default=None, help="One direction, backwards in time."),
+        click.option("--clip", type=click.FloatRange(min=0, min_open=True), help="Clamp pre-activations to [-C, C]."),
+        click.option("--leak", type=click.FloatRange(0, 1, min_open=True), help="Leaky integration rate."),
+        click.option(
+            "--input-size",
+            type=click.IntRange(min=1),
+            help="Input features, to order the layers of a .weights.h5 that mixes SimpleRNN and Bidirectional.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _open_weights(path: str, params: dict[str, Any]) -> Any:
+    from .weights import SETTINGS, open_weights
+
+    settings = {name: params.pop(name) for name in SETTINGS}
+    return open_weights(path, settings=settings, input_size=params.pop("input_size"))
+
+
+@main.group()
+def weights() -> None:
+    """Look inside weight files and convert them between formats.
+
+    Reads PyTorch nn.RNN state_dicts (.npz, .safetensors, and .pt when torch is installed), Keras 3
+    models (.keras, .weights.h5) and ONNX models (.onnx); writes all of them but .pt.
+
+    \b
+    Examples:
+      rnncli weights inspect model.keras
+      rnncli weights convert model.keras model.onnx
+    """
+
+
+@weights.command("inspect")
+@click.argument("file", metavar="FILE", type=click.Path(dir_okay=False))
+@_weights_settings
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON on stdout instead of tables.")
+def weights_inspect(file: str, as_json: bool, **params: Any) -> None:
+    """Show what weights FILE holds: the model rnncli runs from it and every tensor.
+
+    The tables (stdout) give the layers, units, activation, directions, parameter count, which
+    settings the file records, the model's own output choice, and each tensor's name, shape,
+    dtype, min and max.
+
+    \b
+    Examples:
+      rnncli weights inspect model.keras
+      rnncli weights inspect rnn.pt --activation relu
+      rnncli weights inspect model.onnx --json | python -m json.tool
+    """
+    from .weights import describe
+
+    facts = describe(_open_weights(file, params))
+    if as_json:
+        document = json.dumps(facts, indent=2).encode() + b"\n"
+        _write("-", lambda fp: fp.write(document))
+        return
+    from rich.console import Console
+
+    from .summary import render_weights
+
+    render_weights(Console(highlight=False), facts)
+
+
+@weights.command("convert")
+@click.argument("source", metavar="IN", type=click.Path(dir_okay=False))
+@click.argument("target", metavar="OUT", type=click.Path(dir_okay=False))
+@_weights_settings
+@click.option(
+    "--to", "to", type=click.Choice(["npz", "safetensors", "keras", "weights.h5", "onnx"]), help="Format of OUT."
+)
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), help="Cast the weights. [default: as in IN]")
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr (notes on the target still show).")
+def weights_convert(source: str, target: str, to: str | None, dtype: str | None, quiet: bool, **params: Any) -> None:
+    """Convert weights IN to OUT: .npz, .safetensors, .keras, .weights.h5 or .onnx (from any of those or .pt).
+
+    OUT loads back to the same model: `rnncli run --weights OUT` gives the outputs that
+    `--weights IN` gives, and an exported .onnx runs in onnxruntime with them (input x
+    (batch, time, features); outputs y, the sequence, and final). A target that cannot express
+    the model is refused (Keras has no clip or leak, ONNX no leak); settings a target does not
+    record are named on stderr.
+
+    \b
+    Examples:
+      rnncli weights convert model.keras rnn.safetensors
+      rnncli weights convert rnn.pt rnn.onnx --activation relu
+      rnncli weights convert w.npz model.keras
+    """
+    from .summary import render_warnings, stderr_console
+    from .weights import WRITE_FORMATS, weights_format, write_weights
+
+    fmt = to or weights_format(target)
+    if fmt not in WRITE_FORMATS:
+        raise UsageError(
+            f"cannot tell a weights format rnncli writes from OUT {target}; name it .npz, .safetensors, .keras, "
+            ".weights.h5 or .onnx, or give --to"
+        )
+    _check_outputs({"OUT": target})
+    loaded = _open_weights(source, params)
+    model = loaded.model.astype(dtype) if dtype else loaded.model
+    notes = _write(target, lambda fp: write_weights(model, fp, fmt, return_mode=loaded.return_mode, name=target))
+    console = stderr_console()
+    render_warnings(console, notes)
+    if not quiet:
+        from rich.text import Text
+
+        units = ",".join(map(str, model.units))
+        console.print(
+            Text(
+                f"{source} ({loaded.fmt}) → {target} ({fmt}): {len(model.layers)} layers × {units} units, "
+                f"{model.parameter_count:,} parameters, {model.dtype}"
+            )
+        )
+
+
+@main.command()
+@click.argument("data", metavar="DATA")
+@click.option("--from", "from_", type=click.Choice(FORMAT_NAMES), help="Input format. [default: from the extension]")
+@click.option("--key", help="Only this array of an .npz (default: every array).")
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON on stdout instead of tables.")
+def info(data: str, from_: str | None, key: str | None, as_json: bool) -> None:
+    """Show the shape, dtype, size and statistics of DATA (.npy/.npz/CSV, or - for stdin).
+
+    .npy files and .npz arrays are read block by block, never whole, so files larger than memory
+    are fine. Statistics are per feature (the last axis): min, mean, standard deviation and max
+    of the finite values, and NaN/Inf counts.
+
+    \b
+    Examples:
+      rnncli info sample_data/sines.npy
+      rnncli info recordings.npz --key session_3 --json
+      cat sample_data/sines.csv | rnncli info -
+    """
+    from .info import describe_data
+
+    if data == "-":
+        if sys.stdin.isatty():
+            from .summary import stderr_console
+
+            stderr_console().print("[dim]waiting for data on stdin (a .npy stream or CSV rows; Ctrl-D to end)…[/dim]")
+        facts = describe_data(sys.stdin.buffer, from_, key=key, name="<stdin>")
+    else:
+        facts = describe_data(data, from_, key=key)
+    if as_json:
+        document = json.dumps(facts, indent=2).encode() + b"\n"
+        _write("-", lambda fp: fp.write(document))
+        return
+    from rich.console import Console
+
+    from .summary import render_info
+
+    render_info(Console(highlight=False), facts)
+
+
+def _run_stream(source: str, options: Any, params: dict[str, Any]) -> None:
+    """`run --stream`: rows in, rows out, one at a time (stream.py does the work)."""
+    from .io import open_input, write_array
+    from .pipeline import check_state_file, load_state, state_to_save
+    from .stream import open_stream, stream_rows
+    from .summary import stderr_console
+
+    refused = {
+        "-o FILE": params["output"] != "-",
+        f"--to {params['to']}": params["to"] not in (None, "csv"),
+        f"--from {params['from_']}": params["from_"] not in (None, "csv"),
+        "--return both": params["return_"] == "both",
+        "--time-major": params["time_major"],
+        "--lengths": params["lengths"],
+        "--key": params["key"],
+        "--show": params["show"],
+        "--summary-json": params["summary_json"],
+        "--on-nan error": params["on_nan"] == "error",
+    }
+    if any(refused.values()):
+        given = ", ".join(flag for flag, on in refused.items() if on)
+        raise UsageError(f"--stream writes CSV rows to stdout as they come, so {given} cannot apply; redirect stdout")
+    console, name = stderr_console(), "<stdin>" if source == "-" else source
+    with ExitStack() as stack:
+        lines = sys.stdin.buffer if source == "-" else stack.enter_context(open_input(source))
+        if source == "-" and sys.stdin.isatty() and not params["quiet"]:
+            console.print("[dim]waiting for CSV rows on stdin (Ctrl-D to end)…[/dim]")
+        built, rows = open_stream(options, lines, name)
+        if params["save_state"]:
+            check_state_file(built.model, params["save_state"])
+        if params["save_weights"]:
+            from .weights import save_format, save_weights
+
+            fmt = save_format(params["save_weights"])
+            _write(params["save_weights"], lambda fp: save_weights(built.model, fp, fmt))
+        initial_state = load_state(params["initial_state"]) if params["initial_state"] else None
+        facts = stream_rows(built.model, rows, _StdoutWriter(sys.stdout.buffer), initial_state)
+    if params["save_state"]:
+        state = state_to_save(facts.last.state, params["save_state"])
+        _write(params["save_state"], lambda fp: write_array(fp, state, "npz" if isinstance(state, dict) else "npy"))
+    if not params["quiet"]:
+        console.print(
+            f"rnncli run --stream: {facts.rows:,} rows · {facts.seconds / facts.rows * 1e6:,.0f} µs per row "
+            f"in the model · {built.origin} · {built.model.output_size} outputs per row"
+        )
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, metavar="[INPUT]...")
+@click.option(
+    "--out-dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory for the outputs, one OUT_DIR/<stem>.<ext> per input (created if missing).",
+)
+@click.option(
+    "--from-list",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Also read input paths from FILE, one per line (- for stdin, as from find).",
+)
+@model_options
+@click.option("--time-major", is_flag=True, help="3-D inputs are (timesteps, batch, features), and so are outputs.")
+@click.option(
+    "--return",
+    "return_",
+    type=click.Choice(["sequence", "final", "both"]),
+    help="Every timestep's output, the final one, or both (an .npz with 'sequence' and 'final'). "
+    "[default: sequence, or what a .keras model's last layer returns]",
+)
+@click.option("--to", "to", type=click.Choice(FORMAT_NAMES), help="Output format [default: npy; npz for --return both]")
+@click.option(
+    "--from", "from_", type=click.Choice(FORMAT_NAMES), help="Input format of every file. [default: from the extension]"
+)
+@click.option("--key", help="Which array of .npz inputs to use.")
+@click.option(
+    "--on-nan",
+    type=click.Choice(["error", "warn", "ignore"]),
+    default="warn",
+    show_default=True,
+    help="NaN/Inf in a file's input or output: fail that file, warn (in the report), or say nothing.",
+)
+@click.option("--workers", type=click.IntRange(min=1), help="Parallel worker processes. [default: the cores available]")
+@click.option(
+    "--dask", "dask_address", metavar="ADDRESS", help="Run on the Dask cluster at ADDRESS (needs rnncli[dask])."
+)
+@click.option(
+    "--shard", metavar="K/N", help="Only shard K of N (K counts from 1), for job arrays; N shards cover every input."
+)
+@click.option("--overwrite", is_flag=True, help="Redo inputs whose outputs exist (by default a rerun skips them).")
+@click.option("--report", type=click.Path(dir_okay=False), help="Write one JSON record per file here (- for stdout).")
+@click.option(
+    "--save-weights", type=click.Path(dir_okay=False), help="Write the weights used (.npz) to repeat or ship the batch."
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr (failures still show).")
+def batch(inputs: tuple[str, ...], **params: Any) -> None:
+    """Run one RNN over many files: paths, quoted globs ('data/**/*.npy'), or --from-list.
+
+    The model is built once (random weights take the feature count from the first readable input)
+    and every input becomes OUT_DIR/<stem>.<ext>. Outputs are written atomically, so existing ones
+    are complete and a rerun skips them. A bad file is named and skipped; the exit code is 1 if
+    any file failed, 130 if interrupted.
+
+    \b
+    Examples:
+      rnncli batch 'recordings/**/*.npy' --out-dir states --units 64 --report report.json
+      find data -name '*.csv' | rnncli batch --from-list - --out-dir out --weights w.npz
+      rnncli batch 'data/*.npy' --out-dir out --shard $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT
+      rnncli batch 'data/*.npy' --out-dir out --weights w.npz --dask tcp://scheduler:8786
+    """
+    from .batch import BatchSettings, batch_report, default_workers, expand_inputs, parse_shard, plan_batch, run_batch
+    from .errors import OutputError
+    from .pipeline import RunSettings, output_format
+    from .summary import stderr_console
+
+    options = _model_options(params)
+    console, quiet, out_dir = stderr_console(), params["quiet"], params["out_dir"]
+    if params["dask_address"] and params["workers"]:
+        raise UsageError("--workers sets local processes; a Dask cluster has its own workers, so drop one of them")
+    shard = parse_shard(params["shard"]) if params["shard"] else None
+    run_settings = RunSettings(params["return_"], time_major=params["time_major"], nan_policy=params["on_nan"])
+    out_fmt = output_format("-", params["to"], run_settings.return_mode)
+    settings = BatchSettings(run_settings, out_fmt, in_fmt=params["from_"], key=params["key"])
+    if not inputs and not params["from_list"]:
+        raise UsageError("no inputs: give paths, quoted glob patterns such as 'data/**/*.npy', or --from-list FILE")
+    if params["save_weights"]:
+        from .weights import save_format
+
+        save_format(params["save_weights"])  # .npz or .safetensors: a usage error now, not after the batch
+    paths = expand_inputs(inputs, _read_list(params["from_list"], console, quiet) if params["from_list"] else [])
+    plan = plan_batch(paths, out_dir, out_fmt, shard=shard, overwrite=params["overwrite"])
+    if not quiet:
+        _describe_plan(console, plan, out_dir)
+    if plan.todo:
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"--out-dir {out_dir}: cannot create it ({exc.strerror})") from None
+    with _BatchProgress(console, len(plan.todo), quiet) as progress:
+        result = run_batch(
+            plan.todo,
+            options,
+            settings,
+            inputs=plan.inputs,
+            workers=params["workers"] or default_workers(),
+            dask_address=params["dask_address"],
+            on_record=progress.update,
+        )
+    report = batch_report(plan, result, out_dir)
+    if params["report"]:
+        document = json.dumps(report, indent=2).encode() + b"\n"
+        _write(params["report"], lambda fp: fp.write(document))
+    if params["save_weights"] and result.built is not None:
+        from .weights import save_format, save_weights
+
+        fmt = save_format(params["save_weights"])
+        _write(params["save_weights"], lambda fp: save_weights(result.built.model, fp, fmt))
+    if not quiet:
+        _render_batch_summary(console, report)
+    counts = report["counts"]
+    if counts["interrupted"]:
+        raise Interrupted(
+            f"interrupted with {counts['interrupted']} of {counts['files']} files not done; no partial output was "
+            "left, and the same command resumes"
+        )
+    if counts["failed"]:
+        failed = [record["input"] for record in report["files"] if record["status"] == "failed"]
+        shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        raise RnnCliError(f"{len(failed)} of {counts['files']} files failed ({shown}); the others were written")
+
+
+def _read_list(path: str, console: Any, quiet: bool) -> list[str]:
+    """The paths of a --from-list file or stdin, one per line (bytes decoded as the filesystem does)."""
+    from .errors import InputError
+
+    if path == "-":
+        if sys.stdin.isatty() and not quiet:
+            console.print("[dim]waiting for paths on stdin, one per line (Ctrl-D to end)…[/dim]")
+        data = sys.stdin.buffer.read()
+    else:
+        try:
+            with open(path, "rb") as fp:
+                data = fp.read()
+        except OSError as exc:
+            raise InputError(f"--from-list {path}: cannot read it ({exc.strerror})") from None
+    return [os.fsdecode(line) for line in data.splitlines()]
+
+
+def _describe_plan(console: Any, plan: Any, out_dir: str) -> None:
+    from rich.text import Text
+
+    if plan.left_out:
+        console.print(Text(f"leaving out {len(plan.left_out)} inputs lying in --out-dir {out_dir} (earlier outputs)"))
+    if plan.shard:
+        kept = len(plan.todo) + len(plan.done)
+        console.print(Text(f"shard {plan.shard}: {kept} of {len(plan.inputs)} inputs"))
+    if plan.done:
+        console.print(
+            Text(f"skipping {len(plan.done)} inputs whose outputs exist in {out_dir} (--overwrite redoes them)")
+        )
+
+
+class _BatchProgress:
+    """Files done/total, timesteps/s and ETA on stderr (hidden with -q); failed files are named as they fail."""
+
+    def __init__(self, console: Any, total: int, quiet: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._console, self._timesteps = console, 0
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=quiet,
+        )
+        self._task = self._progress.add_task("files", total=total, rate="")
+
+    def __enter__(self) -> _BatchProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._progress.stop()
+
+    def update(self, record: Any) -> None:
+        from rich.text import Text
+
+        if record.status == "interrupted":
+            return
+        if record.status == "failed":
+            self._console.print(Text("failed: ", style="bold red") + Text(record.error))
+        self._timesteps += record.timesteps or 0
+        rate = self._timesteps / max(self._progress.tasks[0].elapsed or 0, 1e-9)
+        self._progress.update(self._task, advance=1, rate=f"{rate:,.0f} timesteps/s")
+
+
+def _render_batch_summary(console: Any, report: dict[str, Any]) -> None:
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    counts, model, seconds = report["counts"], report["model"], report["seconds"]
+    table = Table(box=box.SIMPLE_HEAD, show_header=False, pad_edge=False, title="rnncli batch", title_justify="left")
+    table.add_column(style="bold cyan", no_wrap=True)
+    table.add_column()
+    done = [f"{counts['ok']} written", f"{counts['skipped']} skipped (done before)", f"{counts['failed']} failed"]
+    if counts["interrupted"]:
+        done.append(f"{counts['interrupted']} interrupted")
+    shard = f" (shard {report['shard']})" if report["shard"] else ""
+    table.add_row("files", f"{counts['files']}{shard}: " + ", ".join(done))
+    if model is not None:
+        units = ",".join(map(str, model["units"]))
+        layers = f"{model['layers']} layer{'s' if model['layers'] > 1 else ''}"
+        features = f"{model['input_size']} features (from {report['features_from']})"
+        table.add_row("model", f"{layers} × {units} units · {features} · {model['activation']} · {model['origin']}")
+    rate = report["timesteps"] / seconds if seconds else 0
+    table.add_row("time", f"{seconds:.3g} s · {rate:,.0f} timesteps/s ({report['timesteps']:,} steps)")
+    table.add_row("outputs", Text(report["out_dir"]))
+    failed = [record for record in report["files"] if record["status"] == "failed"]
+    for record in failed[:10]:
+        table.add_row("failed", Text(record["error"]))
+    if len(failed) > 10:
+        table.add_row("failed", f"… and {len(failed) - 10} more (--report FILE lists them all)")
+    warned = sum(bool(record["warnings"]) for record in report["files"])
+    if warned:
+        table.add_row("warnings", f"{warned} files (NaN/Inf or saturation; --report FILE has them)")
+    console.print(table)
 
 
 def _stdout_is_terminal() -> bool:
@@ -346,7 +858,7 @@ def _read_input(source: str, fmt: str | None, key: str | None, console: Any, qui
 
     if source != "-":
         return load_array(source, fmt, key=key)
-    if sys.stdin.isatty() and not quiet:
+    if sys.stdin.isatty():  # even with -q: without the hint a terminal just seems to hang
         console.print("[dim]waiting for data on stdin (a .npy stream or CSV rows; Ctrl-D to end)…[/dim]")
     return load_array(sys.stdin.buffer, fmt, key=key, name="<stdin>")
 
@@ -364,19 +876,53 @@ class _StdoutWriter:
         self._raw = raw
 
     def write(self, data: bytes) -> int:
-        return self._raw.write(data)
+        # A pipe closed in the middle of a large write gives a short count, not an error (and numpy
+        # ignores the count): write the rest, so the closed pipe raises BrokenPipeError every time.
+        view = memoryview(data).cast("B")
+        written = 0
+        while written < len(view):
+            count = self._raw.write(view[written:])
+            if not count:
+                raise BrokenPipeError(errno.EPIPE, "stdout accepts no more data")
+            written += count
+        return written
 
     def flush(self) -> None:
         self._raw.flush()
 
 
-def _write(path: str, produce: Callable[[Any], Any]) -> Any:
-    """Write to stdout (`-`) or atomically to a file; returns what `produce` returns."""
+def _write(path: str, produce: Callable[[Any], Any], staged: ExitStack | None = None) -> Any:
+    """Write to stdout (`-`) or atomically to a file; returns what `produce` returns.
+
+    With `staged`, the file is complete and synced on return but renamed into place only when
+    that stack closes without an error, together with the other staged outputs.
+    """
     from .io import atomic_output
 
     if path == "-":
         result = produce(_StdoutWriter(sys.stdout.buffer))
         sys.stdout.buffer.flush()
         return result
-    with atomic_output(path) as fp:
-        return produce(fp)
+    if staged is None:
+        with atomic_output(path) as fp:
+            return produce(fp)
+    fp = staged.enter_context(atomic_output(path))
+    result = produce(fp)
+    fp.flush()
+    os.fsync(fp.fileno())  # a full disk shows here, before any staged output is renamed into place
+    return result
+
+
+def _check_outputs(paths: dict[str, str | None]) -> None:
+    """Before any work: every output file can be written, and no two outputs share a file."""
+    from .io import check_output_path
+
+    seen: dict[str, str] = {}
+    for flag, path in paths.items():
+        if not path or path == "-":
+            continue
+        check_output_path(path)
+        real = os.path.realpath(path)
+        if real in seen:
+            raise UsageError(f"{seen[real]} and {flag} both write {path}; give each output its own file")
+        seen[real] = flag

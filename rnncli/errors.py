@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def printable(text: object, limit: int | None = 60) -> str:
+    """`text` made safe for a one-line message: unprintable characters escaped (no newlines, no terminal
+    escape codes smuggled in by a hostile file), and cut after `limit` characters."""
+    safe = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return safe if limit is None or len(safe) <= limit else safe[:limit] + "…"
+
+
 class RnnCliError(Exception):
     """Base class: a problem the user can fix. Exit code 1 unless a subclass says otherwise."""
 

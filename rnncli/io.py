@@ -6,9 +6,15 @@ Readers take paths or binary file objects and never unpickle. Every problem is r
 
 from __future__ import annotations
 
+import importlib
 import io
+import math
 import os
+import struct
+import sys
 import tempfile
+import tokenize
+import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -17,7 +23,7 @@ from typing import BinaryIO, Union
 
 import numpy as np
 
-from .errors import InputError, OutputError, UsageError
+from .errors import InputError, OutputError, UsageError, printable
 
 PathOrFile = Union[str, "os.PathLike[str]", BinaryIO]
 
@@ -26,6 +32,10 @@ EXTENSIONS = {".npy": "npy", ".npz": "npz", ".csv": "csv", ".tsv": "csv", ".txt"
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
 NUMERIC_KINDS = "biuf"
+MAX_DIMS = 32  # numpy 1.x's limit; rnncli itself uses 1-D to 3-D arrays
+TEXT_EXPANSION = 5  # parsing text holds the bytes, the decoded lines, the joined body and the floats at once
+# numpy parses .npy headers with ast and tokenize: hostile text raises more than ValueError
+HEADER_ERRORS = (ValueError, EOFError, UnicodeDecodeError, SyntaxError, TypeError, OverflowError, tokenize.TokenError)
 
 
 @dataclass(frozen=True)
@@ -80,11 +90,11 @@ def load_array(
                     f"{name}: unknown extension '{os.path.splitext(path)[1]}'; "
                     "use .npy, .npz, .csv, .tsv or .txt, or say the format with --from npy|npz|csv"
                 )
-            return _load(fp, fmt, key, name)
+            return _load(fp if fp.seekable() else _in_memory(fp, name), fmt, key, name)
     fp = source
     name = name or str(getattr(fp, "name", "<stream>"))
     if not fp.seekable():
-        fp = io.BytesIO(fp.read())
+        fp = _in_memory(fp, name)
     if fmt is None:
         head = fp.read(len(NPY_MAGIC))
         fp.seek(-len(head), io.SEEK_CUR)
@@ -106,6 +116,26 @@ def open_input(path: str) -> BinaryIO:
         raise InputError(f"{path}: cannot open ({exc.strerror})") from None
 
 
+def _in_memory(fp: BinaryIO, name: str) -> BinaryIO:
+    """A non-seekable stream (stdin, a pipe, `<(…)`) read into memory, but no more than the memory budget."""
+    limit, size = memory_budget(), 1 << 20
+    buffer = io.BytesIO()
+    while True:
+        chunk = fp.read(size)
+        buffer.write(chunk)
+        if buffer.tell() > limit:
+            raise InputError(
+                f"{name}: the stream holds more than the {limit / 2**30:.1f} GiB of memory available; "
+                "save it to a .npy file and pass its path (long .npy files are read block by block)"
+            )
+        # A buffered reader returns less than asked for only at the end: asking again would wait for
+        # a second Ctrl-D on a terminal.
+        if not chunk or (len(chunk) < size and isinstance(fp, io.BufferedReader)):
+            break
+    buffer.seek(0)
+    return buffer
+
+
 def _load(fp: BinaryIO, fmt: str, key: str | None, name: str) -> LoadedArray:
     if fmt not in FORMATS:
         raise UsageError(f"unknown input format '{fmt}'; choose one of {', '.join(FORMATS)}")
@@ -116,6 +146,12 @@ def _load(fp: BinaryIO, fmt: str, key: str | None, name: str) -> LoadedArray:
     if fmt == "npz":
         array, key = _read_npz(fp, name, key)
         return LoadedArray(array, fmt, name, key)
+    remaining = _remaining_bytes(fp)
+    if remaining is not None and remaining * TEXT_EXPANSION > memory_budget():
+        raise InputError(
+            f"{name}: {remaining / 2**20:,.0f} MiB of text needs about {remaining * TEXT_EXPANSION / 2**30:.1f} GiB "
+            f"to parse, more than the {memory_budget() / 2**30:.1f} GiB available; split the file or convert it to .npy"
+        )
     return LoadedArray(_read_text(fp.read(), name), fmt, name)
 
 
@@ -132,17 +168,29 @@ def _remaining_bytes(fp: BinaryIO) -> int | None:
 def read_npy_header(fp: BinaryIO, name: str, allow_text: bool = False) -> tuple[tuple[int, ...], bool, np.dtype]:
     """Parse and validate a .npy header; returns (shape, fortran_order, dtype), fp at the data."""
     try:
-        version = np.lib.format.read_magic(fp)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
-    except (ValueError, EOFError, UnicodeDecodeError, SyntaxError, TypeError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{name}: not a valid .npy file (header: {reason}); re-save it with numpy.save") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy warns about Python 2 headers: noise on stderr, not our message
+            version = np.lib.format.read_magic(fp)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+    except HEADER_ERRORS as exc:
+        raise _bad_header(name, _reason(exc)) from None
     if not (allow_text and dtype.kind == "U"):
         check_dtype(dtype, name)
-    return tuple(int(n) for n in shape), bool(fortran), dtype
+    shape = tuple(int(n) for n in shape)
+    if any(n < 0 for n in shape):
+        raise _bad_header(name, f"negative dimension in shape {shape}")
+    if len(shape) > MAX_DIMS:
+        raise _bad_header(name, f"{len(shape)} dimensions, more than numpy's {MAX_DIMS}")
+    if math.prod(max(n, 1) for n in shape) * max(dtype.itemsize, 1) > sys.maxsize:
+        raise _bad_header(name, f"shape {shape} is larger than any array can be")
+    return shape, bool(fortran), dtype
+
+
+def _bad_header(name: str, reason: str) -> InputError:
+    return InputError(f"{name}: not a valid .npy file (header: {printable(reason, 120)}); re-save it with numpy.save")
 
 
 def check_dtype(dtype: np.dtype, name: str) -> None:
@@ -171,7 +219,7 @@ def read_npy(fp: BinaryIO, name: str, size: int | None = None, allow_text: bool 
             f"{name}: array of shape {shape} needs {nbytes / 2**30:.1f} GiB, more than the "
             "memory available; split the file or use a machine with more memory"
         )
-    flat = np.empty(nbytes // dtype.itemsize if dtype.itemsize else 0, dtype=dtype)
+    flat = np.empty(math.prod(shape), dtype=dtype)
     _fill(fp, flat, name, shape)
     return flat.reshape(shape, order="F" if fortran else "C")
 
@@ -252,15 +300,42 @@ class NpyWriter:
             raise OutputError(f"wrote {self._written} rows but the .npy header promised {self._rows}")
 
 
+def _archive_errors() -> tuple[type[Exception], ...]:
+    """What zipfile and its decompressors raise on corrupt archives (lzma may be missing from a Python build)."""
+    errors: list[type[Exception]] = [zipfile.BadZipFile, OSError, EOFError, ValueError, struct.error]
+    errors += [NotImplementedError, RuntimeError]  # unknown compression or zip version; encryption
+    for module, attribute in (("zlib", "error"), ("lzma", "LZMAError")):
+        with suppress(ImportError):
+            errors.append(getattr(importlib.import_module(module), attribute))
+    return tuple(errors)
+
+
+ARCHIVE_ERRORS = _archive_errors()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return printable(text, 120)
+
+
 def _open_zip(fp: BinaryIO, name: str) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(fp)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise InputError(f"{name}: not a valid .npz (zip) archive ({exc}); re-save it with numpy.savez") from None
+    except ARCHIVE_ERRORS as exc:
+        raise InputError(
+            f"{name}: not a valid .npz (zip) archive ({_reason(exc)}); re-save it with numpy.savez"
+        ) from None
 
 
 def _npy_members(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
     return {info.filename[:-4]: info for info in archive.infolist() if info.filename.endswith(".npy")}
+
+
+def _keys(members: Mapping[str, object]) -> str:
+    """Member names for a message: escaped, at most ten."""
+    names = sorted(members)
+    listed = ", ".join(printable(key, 40) for key in names[:10])
+    return listed + (f", … ({len(names)} in all)" if len(names) > 10 else "")
 
 
 def read_npz(fp: BinaryIO, name: str, text_keys: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
@@ -274,7 +349,7 @@ def read_npz(fp: BinaryIO, name: str, text_keys: tuple[str, ...] = ()) -> dict[s
                 "(a zip bomb?); refusing to read it"
             )
         return {
-            key: read_zip_member_npy(archive, info, f"{name}[{key}]", allow_text=key in text_keys)
+            key: read_zip_member_npy(archive, info, f"{name}[{printable(key)}]", allow_text=key in text_keys)
             for key, info in members.items()
         }
 
@@ -287,13 +362,13 @@ def _read_npz(fp: BinaryIO, name: str, key: str | None) -> tuple[np.ndarray, str
         if key is None:
             if len(members) > 1:
                 raise InputError(
-                    f"{name}: the archive holds {len(members)} arrays ({', '.join(sorted(members))}); "
+                    f"{name}: the archive holds {len(members)} arrays ({_keys(members)}); "
                     "choose one with --key NAME"
                 )
             key = next(iter(members))
         if key not in members:
-            raise InputError(f"{name}: no array '{key}' in the archive; it holds: {', '.join(sorted(members))}")
-        label = f"{name}[{key}]"
+            raise InputError(f"{name}: no array '{printable(key)}' in the archive; it holds: {_keys(members)}")
+        label = f"{name}[{printable(key)}]"
         member = members[key]
         return read_zip_member_npy(archive, member, label), key
 
@@ -307,11 +382,13 @@ def read_zip_member_npy(
             f"{label}: member inflates to {member.file_size:,} bytes, more than the memory "
             "available (a zip bomb?); refusing to read it"
         )
+    if member.flag_bits & 0x1:
+        raise InputError(f"{label}: the member is encrypted; rnncli reads unencrypted .npz archives")
     try:
         with archive.open(member) as stream:
             return read_npy(stream, label, size=member.file_size, allow_text=allow_text)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
-        raise InputError(f"{label}: corrupt archive member ({exc}); re-create the file") from None
+    except ARCHIVE_ERRORS as exc:
+        raise InputError(f"{label}: corrupt archive member ({_reason(exc)}); re-create the file") from None
 
 
 def _read_text(data: bytes, name: str) -> np.ndarray:
@@ -326,8 +403,8 @@ def _read_text(data: bytes, name: str) -> np.ndarray:
     if not rows:
         raise InputError(f"{name}: no data rows (empty, or only comments); expected numbers in CSV rows")
     delimiter = sniff_delimiter([line for _, line in rows[:20]])
-    if not _is_numeric_row(rows[0][1], delimiter):
-        rows = rows[1:]  # a header row
+    if not any(_is_number(cell) for cell in _split(rows[0][1], delimiter)):
+        rows = rows[1:]  # a header row: names only (a row with some numbers is data, and its bad cells are named)
         if not rows:
             raise InputError(f"{name}: only a header row, no data rows")
     body = "\n".join(line for _, line in rows)
@@ -351,10 +428,12 @@ def _split(line: str, delimiter: str | None) -> list[str]:
     return [cell.strip() for cell in line.split(delimiter)]
 
 
-def _is_numeric_row(line: str, delimiter: str | None) -> bool:
+def _is_number(cell: str) -> bool:
+    """What np.loadtxt accepts: float() without its extras (1_000, non-ASCII digits)."""
+    if not cell.isascii() or "_" in cell:
+        return False
     try:
-        for cell in _split(line, delimiter):
-            float(cell)
+        float(cell)
     except ValueError:
         return False
     return True
@@ -371,12 +450,9 @@ def _text_error(rows: list[tuple[int, str]], delimiter: str | None, name: str) -
                 "every row needs the same number of values"
             )
         for column, cell in enumerate(cells, start=1):
-            try:
-                float(cell)
-            except ValueError:
-                shown = cell if len(cell) <= 20 else cell[:20] + "…"
+            if not _is_number(cell):
                 return InputError(
-                    f"{name}: line {number}, column {column}: '{shown}' is not a number; "
+                    f"{name}: line {number}, column {column}: '{printable(cell, 20)}' is not a number; "
                     "fix the cell (NaN may be written as nan)"
                 )
     return InputError(f"{name}: could not parse the text as a table of numbers")
@@ -430,6 +506,20 @@ def _umask() -> int:
     return mask
 
 
+def check_output_path(path: str | os.PathLike[str]) -> str:
+    """Refuse an output path that cannot be written (a directory, or in a missing one); returns its directory.
+
+    Callers check every output before a long run, so a typo fails in a second, not after the work.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise OutputError(f"{path}: is a directory; give a file name for the output")
+    if not os.path.isdir(directory):
+        raise OutputError(f"{path}: directory {directory} does not exist; create it first")
+    return directory
+
+
 @contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """Open a temporary file next to `path`; rename it into place only if the block succeeds.
@@ -438,11 +528,7 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     left exactly as it was.
     """
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise OutputError(f"{path}: is a directory; give a file name for the output")
-    if not os.path.isdir(directory):
-        raise OutputError(f"{path}: directory {directory} does not exist; create it first")
+    directory = check_output_path(path)
     try:
         fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".part")
     except OSError as exc:

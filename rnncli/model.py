@@ -421,8 +421,13 @@ class Stack:
     parameter_count = property(lambda self: sum(p.parameter_count for p in self.parts))
     activation = property(lambda self: ",".join(p.activation for p in self.parts))
     merge = property(lambda self: ",".join(p.merge for p in self.parts))
-    clip = property(lambda self: None)
-    leak = property(lambda self: 1.0)
+    clip = property(lambda self: self._common("clip"))
+    leak = property(lambda self: self._common("leak"))
+
+    def _common(self, name: str) -> float | None:
+        """A setting every part shares, else None (the summary then names no single value)."""
+        values = {getattr(p, name) for p in self.parts}
+        return values.pop() if len(values) == 1 else None
 
     def cells(self) -> list[Cell]:
         return [cell for p in self.parts for cell in p.cells()]
@@ -497,8 +502,9 @@ def _recur(
 
 
 def _kernel_wins(batch: int, units: int) -> bool:
-    """The compiled loop beats BLAS GEMM per step for small B*H (measured in benchmarks/)."""
-    return batch * units <= 4096
+    """The compiled loop beats BLAS per step up to H = 512 and B*H = 32768 (benchmarks/bench_kernel.py);
+    beyond, the recurrent matrix leaves the cache and multi-threaded BLAS wins."""
+    return units <= 512 and batch * units <= 32768
 
 
 def _recur_numpy(

@@ -5,6 +5,7 @@ Shared by the `run` and `batch` commands; nothing here prints or knows about cli
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -12,7 +13,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .errors import ShapeError, UsageError, WeightsError
+from .errors import InputError, RnnCliError, ShapeError, UsageError, WeightsError
 from .initializers import INITS, init_model
 from .io import (
     LoadedArray,
@@ -23,13 +24,14 @@ from .io import (
     format_from_name,
     iter_npy_rows,
     load_array,
+    memory_budget,
     open_input,
     read_npy_header,
     read_npz,
     write_array,
 )
-from .model import ENGINE, RNN, Output
-from .weights import SETTINGS, from_state_dict, read_weights
+from .model import ENGINE, RNN, Output, Stack
+from .weights import SETTINGS, open_weights
 
 RETURNS = ("sequence", "final", "both")
 SATURATION = 0.99
@@ -67,18 +69,28 @@ _RANDOM_ONLY = ("init", "seed", "spectral_radius", "input_scaling", "density")
 
 @dataclass(frozen=True)
 class BuiltModel:
-    """A model and where its weights came from ("init keras, seed 0" or the weights file)."""
+    """A model and where its weights came from ("init keras, seed 0" or the weights file).
 
-    model: RNN
+    `return_mode` is the model's own output choice ("final" for a Keras model whose last layer has
+    return_sequences=False), which applies unless --return is given; None for everything else.
+    """
+
+    model: RNN | Stack
     origin: str
     init: str | None = None
     seed: int | None = None
     weights: str | None = None
+    return_mode: str | None = None
 
 
 def build_model(options: ModelOptions, input_size: int) -> BuiltModel:
     """Load `options.weights` (checking it against the other options) or draw seeded weights."""
     if options.weights is None:
+        if options.merge is not None and not options.bidirectional:
+            raise UsageError(
+                f"--merge {options.merge} combines the two directions of --bidirectional; "
+                "add --bidirectional or drop --merge"
+            )
         init = options.init or "keras"
         seed = 0 if options.seed is None else options.seed
         if init not in INITS:
@@ -108,8 +120,12 @@ def build_model(options: ModelOptions, input_size: int) -> BuiltModel:
     if random_only:
         flags = ", ".join("--" + name.replace("_", "-") for name in random_only)
         raise UsageError(f"{flags} shape random weights; they do not apply with --weights {options.weights}")
-    tensors, stored = read_weights(options.weights)
-    model = from_state_dict(tensors, _settings_for(stored, options), options.weights)
+    # Any format (.npz, .safetensors, .pt, .keras, .weights.h5, .onnx); the settings options fill in what the
+    # file does not record and must agree with what it does (weights.assemble says so otherwise).
+    loaded = open_weights(
+        options.weights, settings={name: getattr(options, name) for name in SETTINGS}, input_size=input_size
+    )
+    model = loaded.model
     if options.dtype:
         model = model.astype(options.dtype)
     _check_agrees(model, options)
@@ -118,23 +134,8 @@ def build_model(options: ModelOptions, input_size: int) -> BuiltModel:
             f"weights {options.weights} take {model.input_size} input features but the data has "
             f"{input_size}; give data with {model.input_size} features or other weights"
         )
-    return BuiltModel(model, f"weights {options.weights}", weights=options.weights)
-
-
-def _settings_for(stored: dict[str, Any], options: ModelOptions) -> dict[str, Any]:
-    """Settings stored with the weights, completed by the options; a given option must agree with the file."""
-    settings = dict(stored)
-    for name in SETTINGS:
-        value = getattr(options, name)
-        if value is None:
-            continue
-        if name in stored and stored[name] != value:
-            raise WeightsError(
-                f"{options.weights}: the file says {name}={stored[name]!r} but the options say {value!r}; "
-                "drop the option (the file decides) or use other weights"
-            )
-        settings[name] = value
-    return settings
+    origin = f"weights {options.weights}" + ("" if loaded.fmt in ("npz", "safetensors") else f" ({loaded.fmt})")
+    return BuiltModel(model, origin, weights=options.weights, return_mode=loaded.return_mode)
 
 
 def _check_agrees(model: RNN, options: ModelOptions) -> None:
@@ -259,7 +260,9 @@ def describe_model(built: BuiltModel) -> dict[str, Any]:
 def timed_forward(model: RNN, x: np.ndarray, **kwargs: Any) -> tuple[Output, float]:
     """Run the forward pass; returns the output and the seconds it took."""
     start = time.perf_counter()
-    output = model.forward(x, **kwargs)
+    # overflow and NaN are counted and reported in the facts; numpy's own warnings would be stray stderr text
+    with np.errstate(all="ignore"):
+        output = model.forward(x, **kwargs)
     return output, time.perf_counter() - start
 
 
@@ -279,12 +282,77 @@ def saturation_hint(stats: dict[str, Any], origin: str) -> str | None:
     )
 
 
+NAN_POLICIES = ("error", "warn", "ignore")
+
+
 @dataclass(frozen=True)
 class RunSettings:
-    """How to run and what to return: "sequence", "final" or "both"; `time_major` 3-D layout."""
+    """How to run and what to return: "sequence", "final" or "both"; `time_major` 3-D layout.
+
+    `nan_policy` decides what NaN/Inf in the input or the output do: "error" stops the run before
+    anything is written, "warn" (the default) adds a warning, "ignore" only counts them in the facts.
+    """
 
     return_mode: str = "sequence"
     time_major: bool = False
+    nan_policy: str = "warn"
+
+    def __post_init__(self) -> None:
+        if self.nan_policy not in NAN_POLICIES:
+            raise UsageError(f"unknown NaN policy '{self.nan_policy}'; choose one of {', '.join(NAN_POLICIES)}")
+
+
+def check_working_memory(model: RNN | Stack, steps: int, batch: int, source: str) -> None:
+    """Refuse, before allocating, a forward pass whose working set exceeds the memory available."""
+    needed, available = model.working_bytes(steps, batch), memory_budget()
+    if needed > available:
+        units = ",".join(map(str, model.units))
+        raise UsageError(
+            f"{source}: {units} units over {steps:,} timesteps × {batch:,} sequences need about "
+            f"{needed / 2**30:,.1f} GiB of working memory, more than the {available / 2**30:.1f} GiB available; "
+            "use fewer --units, or split the input (in time, carrying --save-state into --initial-state)"
+        )
+
+
+def check_values(array: np.ndarray, source: str, settings: RunSettings, dtype: Any, first_row: int = 0) -> int:
+    """Count finite values beyond `dtype`'s range (the cast to the model's dtype makes them ±Inf); with
+    nan_policy "error", stop at those or at NaN/Inf, naming the first (rows of a block count from `first_row`)."""
+    limit = np.finfo(dtype).max
+    beyond = np.zeros(array.shape, bool)
+    if array.dtype.kind == "f" and array.dtype.itemsize > np.dtype(dtype).itemsize:
+        with np.errstate(invalid="ignore"):
+            beyond = np.abs(array) > limit
+        beyond &= np.isfinite(array)
+    if settings.nan_policy != "error" or array.dtype.kind != "f":
+        return int(np.count_nonzero(beyond))
+    counts = count_nonfinite(array)
+    for bad, what in ((~np.isfinite(array), f"{counts['nan']} NaN and {counts['inf']} Inf values"),
+                      (beyond, f"{np.count_nonzero(beyond)} values beyond {np.dtype(dtype)}'s range")):  # fmt: skip
+        if bad.any():
+            first = [int(i) for i in np.argwhere(bad)[0]]
+            first[0] += first_row
+            raise InputError(
+                f"{source}: holds {what} (the first at index {tuple(first)}) and --on-nan error stops there; "
+                "clean the data, use --dtype float64, or use --on-nan warn"
+            )
+    return 0
+
+
+def _warn_beyond(facts: RunFacts, beyond: int, settings: RunSettings, dtype: Any) -> None:
+    if beyond and settings.nan_policy != "ignore":
+        facts.warnings.append(
+            f"{facts.input['source']} holds {beyond} values beyond {np.dtype(dtype)}'s range, which became ±Inf; "
+            "use --dtype float64 or scale the data"
+        )
+
+
+def _refuse_nonfinite_output(sequence: np.ndarray, settings: RunSettings) -> None:
+    if settings.nan_policy == "error" and not np.isfinite(sequence).all():
+        counts = count_nonfinite(sequence)
+        raise RnnCliError(
+            f"the output holds {counts['nan']} NaN and {counts['inf']} Inf values and --on-nan error stops there; "
+            "unbounded activations overflow on large inputs: scale the data, use --clip C or a bounded --activation"
+        )
 
 
 @dataclass
@@ -335,12 +403,12 @@ def _finish_facts(
 ) -> None:
     """Fill in counts, warnings, outputs (name -> (shape, dtype)) and timing."""
     facts.input.update(input_counts)
-    if input_counts["nan"] or input_counts["inf"]:
+    if settings.nan_policy != "ignore" and (input_counts["nan"] or input_counts["inf"]):
         facts.warnings.append(
             f"{facts.input['source']} holds {input_counts['nan']} NaN and {input_counts['inf']} Inf values; "
             "they propagate through the recurrence"
         )
-    if stats["nan"] or stats["inf"]:
+    if settings.nan_policy != "ignore" and (stats["nan"] or stats["inf"]):
         facts.warnings.append(f"the output holds {stats['nan']} NaN and {stats['inf']} Inf values")
     hint = saturation_hint(stats, built.origin)
     if hint:
@@ -368,9 +436,13 @@ def run_loaded(
     """Run a built model over a loaded array; returns the outputs asked for and the run's facts."""
     x = as_sequences(loaded.array, loaded.source)
     facts = _start_facts(built, loaded.source, loaded.fmt, loaded.key, loaded.array.shape, loaded.array.dtype)
+    steps, batch = (x.shape[0], 1) if x.ndim == 2 else x.shape[:2] if settings.time_major else x.shape[1::-1]
+    check_working_memory(built.model, steps, batch, loaded.source)
+    beyond = check_values(x, loaded.source, settings, built.model.dtype)
     output, seconds = timed_forward(
         built.model, x, initial_state=initial_state, lengths=lengths, time_major=settings.time_major
     )
+    _refuse_nonfinite_output(output.sequence, settings)
     items = {"sequence": output.sequence, "final": output.final}
     if settings.return_mode != "both":
         items = {settings.return_mode: items[settings.return_mode]}
@@ -385,12 +457,15 @@ def run_loaded(
         seconds,
         steps,
     )
+    _warn_beyond(facts, beyond, settings, built.model.dtype)
     return RunResult(items, output.state, facts, output.sequence)
 
 
 def streamable_shape(source: str, fmt: str | None = None, key: str | None = None) -> tuple[int, int] | None:
     """(T, F) of a .npy file that can be read block by block (1-D, or 2-D in C order), else None."""
     if source == "-" or key is not None or (fmt or format_from_name(source)) != "npy":
+        return None
+    if not os.path.isfile(source):  # a pipe (`<(…)`, a FIFO) cannot be opened twice: read it whole
         return None
     with open_input(source) as fp:
         shape, fortran, _ = read_npy_header(fp, source)
@@ -428,17 +503,21 @@ def run_streamed(
         check_npy_body(fp, source, shape, dtype)
         steps = shape[0]
         width = shape[1] if len(shape) == 2 else 1
+        check_working_memory(model, min(steps, block_steps), 1, source)
         facts = _start_facts(built, source, "npy", None, shape, dtype)
         input_counts = {"nan": 0, "inf": 0}
         stats = Statistics(model.activation)
         writer = None
         if settings.return_mode == "sequence" and out_fmt == "npy":
             writer = NpyWriter(sink, model.dtype, model.output_size, rows=steps)
-        state, seconds = initial_state, 0.0
+        state, seconds, done, beyond = initial_state, 0.0, 0, 0
         for block in iter_npy_rows(fp, source, (steps, width), dtype, block_steps):
             for k, v in count_nonfinite(block).items():
                 input_counts[k] += v
+            beyond += check_values(block, source, settings, model.dtype, first_row=done)
             output, elapsed = timed_forward(model, block, initial_state=state)
+            _refuse_nonfinite_output(output.sequence, settings)
+            done += len(block)
             seconds += elapsed
             state = output.state
             stats.add(output.sequence)
@@ -461,6 +540,7 @@ def run_streamed(
         seconds,
         steps,
     )
+    _warn_beyond(facts, beyond, settings, model.dtype)
     return RunResult({}, output.state, facts)
 
 

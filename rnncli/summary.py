@@ -47,7 +47,7 @@ def render_summary(console: Console, facts: dict[str, Any]) -> None:
         extras.append("no bias")
     if model["clip"] is not None:
         extras.append(f"clip {model['clip']:g}")
-    if model["leak"] != 1:
+    if model["leak"] not in (1, None):
         extras.append(f"leak {model['leak']:g}")
     table.add_row(
         "model",
@@ -133,3 +133,105 @@ def render_heatmap(console: Console, sequence: np.ndarray, note: str = "", max_r
         for a, b in zip(top, bottom):
             line.append("▀", Style(color=_color(a), bgcolor=_color(b)))
         console.print(line, no_wrap=True, crop=True)
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        return value
+    return f"{value:.4g}"
+
+
+def _bytes(count: int | None) -> str:
+    if count is None:
+        return "—"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:,} B" if unit == "B" else f"{count:,.1f} {unit}"
+        count /= 1024
+    return ""  # pragma: no cover
+
+
+def render_weights(console: Console, facts: dict[str, Any]) -> None:
+    """`rnncli weights inspect`: the model a weights file holds, its parts, and its tensors."""
+    model = facts["model"]
+    table = Table(box=box.SIMPLE_HEAD, show_header=False, pad_edge=False, title="rnncli weights", title_justify="left")
+    table.add_column(style="bold cyan", no_wrap=True)
+    table.add_column()
+    table.add_row("file", Text(f"{facts['file']} · {facts['format']}"))
+    units = ",".join(map(str, model["units"]))
+    kind = "a stack of parts with their own settings (Keras Sequential)" if model["kind"] == "stack" else "one RNN"
+    table.add_row(
+        "model",
+        f"{model['layers']} layer{'s' if model['layers'] > 1 else ''} × {units} units · {model['input_size']} inputs → "
+        f"{model['output_size']} outputs · {model['parameters']:,} parameters · {model['dtype']} · {kind}",
+    )
+    for i, part in enumerate(model["parts"]):
+        details = [part["activation"]]
+        if part["directions"] == 2:
+            details.append(f"bidirectional ({part['merge']})")
+        elif part["reverse"]:
+            details.append("go_backwards (outputs in processing order)" if part["keras_order"] else "reversed in time")
+        details.append("bias" if part["bias"] else "no bias")
+        if part["clip"] is not None:
+            details.append(f"clip {part['clip']:g}")
+        if part["leak"] != 1:
+            details.append(f"leak {part['leak']:g}")
+        label = "layers" if len(model["parts"]) == 1 else f"part {i}"
+        units = ",".join(map(str, part["units"]))
+        table.add_row(label, f"{part['layers']} × {units} units · {', '.join(details)}")
+    stored = ", ".join(f"{k}={v}" for k, v in facts["stored"].items()) or "none"
+    table.add_row("stored", Text(stored))
+    if facts["not_stored"]:
+        table.add_row("not stored", Text(f"{', '.join(facts['not_stored'])} (defaults, or the options given)"))
+    if facts["return"]:
+        table.add_row("returns", f"{facts['return']} (the model's own choice; --return overrides it)")
+    for key, value in facts["facts"].items():
+        if isinstance(value, (str, int, float)) and value is not None:
+            table.add_row(key.replace("_", " "), Text(str(value)))
+    console.print(table)
+    tensors = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("tensor", "shape", "dtype", "min", "max"):
+        tensors.add_column(column, justify="right" if column in ("min", "max") else "left")
+    for tensor in facts["tensors"]:
+        shape = "(" + ", ".join(map(str, tensor["shape"])) + ("," if len(tensor["shape"]) == 1 else "") + ")"
+        tensors.add_row(Text(tensor["name"]), shape, tensor["dtype"], _value(tensor["min"]), _value(tensor["max"]))
+    console.print(tensors)
+
+
+def render_info(console: Console, facts: dict[str, Any]) -> None:
+    """`rnncli info`: each array's shape, dtype and size, and per-feature statistics."""
+    for array in facts["arrays"]:
+        name = facts["source"] + (f"[{array['key']}]" if array["key"] is not None else "")
+        table = Table(box=box.SIMPLE_HEAD, show_header=False, pad_edge=False, title="rnncli info", title_justify="left")
+        table.add_column(style="bold cyan", no_wrap=True)
+        table.add_column()
+        table.add_row("array", Text(f"{name} · {facts['format']}"))
+        order = " (Fortran order)" if array["order"] == "F" else ""
+        table.add_row("shape", f"{_shape(array['shape'])} {array['dtype']}{order} · {array['as_input']}")
+        size = _bytes(array["bytes"])
+        if facts["file_bytes"] is not None and len(facts["arrays"]) == 1:
+            size += f" in memory · {_bytes(facts['file_bytes'])} on disk"
+        table.add_row("size", size)
+        stats = array["stats"]
+        values = f"min {_value(stats['min'])} · mean {_value(stats['mean'])} · max {_value(stats['max'])}"
+        values += f" · std {_value(stats['std'])}"
+        table.add_row("values", values)
+        if stats["nan"] or stats["inf"]:
+            table.add_row("non-finite", Text(f"{stats['nan']:,} NaN, {stats['inf']:,} Inf", style="yellow"))
+        console.print(table)
+        features = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        for column in ("feature", "min", "mean", "std", "max", "NaN", "Inf"):
+            features.add_column(column, justify="right")
+        for i, feature in enumerate(stats["features"]):
+            features.add_row(
+                str(i),
+                *(_value(feature[k]) for k in ("min", "mean", "std", "max")),
+                f"{feature['nan']:,}",
+                f"{feature['inf']:,}",
+            )
+        if stats["features_left_out"]:
+            features.add_row("…", f"{stats['features_left_out']:,} more features not listed")
+        if stats["features"]:
+            console.print(features)
