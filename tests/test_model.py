@@ -238,3 +238,45 @@ def test_stack_chains_parts_and_flips_keras_order():
     assert len(keras.state) == 2 and Stack((first, second)).units == (5, 4)
     with pytest.raises(WeightsError, match="part 1 takes 3 inputs but part 0 gives 5"):
         Stack((first, first))
+
+
+def test_the_engine_is_reported_and_the_numpy_fallback_can_be_forced():
+    import os
+    import subprocess
+    import sys
+
+    from rnncli.model import ENGINE
+
+    probe = [sys.executable, "-c", "from rnncli.model import ENGINE; print(ENGINE)"]
+    forced = subprocess.run(probe, env={**os.environ, "RNNCLI_ENGINE": "numpy"}, capture_output=True, text=True)
+    assert forced.stdout.strip() == "numpy"
+    if os.environ.get("RNNCLI_REQUIRE_KERNEL") == "1":  # CI has a compiler: the fast path must be there
+        assert ENGINE == "compiled"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batch=st.integers(1, 40),
+    shape=shapes,
+    seed=st.integers(0, 2**31),
+    dtype=st.sampled_from(["float32", "float64"]),
+    activation=st.sampled_from(["tanh", "relu", "sigmoid", "linear"]),
+    reverse=st.booleans(),
+    leak=st.sampled_from([1.0, 0.5]),
+    clip=st.sampled_from([None, 0.8]),
+)
+def test_compiled_and_numpy_engines_agree(batch, shape, seed, dtype, activation, reverse, leak, clip):
+    from rnncli import model as model_module
+
+    steps, features, units = shape
+    x = np.random.default_rng(seed).normal(size=(batch, steps, features)).astype(dtype)
+    model = init_model(
+        features, units, seed=seed, dtype=dtype, activation=activation, reverse=reverse, leak=leak, clip=clip
+    )
+    compiled = model.forward(x).sequence
+    kernel, model_module._kernel = model_module._kernel, None
+    try:
+        numpy_only = model.forward(x).sequence
+    finally:
+        model_module._kernel = kernel
+    np.testing.assert_allclose(compiled, numpy_only, rtol=0, atol=1e-5 if dtype == "float32" else 1e-12)
