@@ -326,14 +326,17 @@ def check_values(array: np.ndarray, source: str, settings: RunSettings, dtype: A
     if settings.nan_policy != "error" or array.dtype.kind != "f":
         return int(np.count_nonzero(beyond))
     counts = count_nonfinite(array)
-    for bad, what in ((~np.isfinite(array), f"{counts['nan']} NaN and {counts['inf']} Inf values"),
-                      (beyond, f"{np.count_nonzero(beyond)} values beyond {np.dtype(dtype)}'s range")):  # fmt: skip
+    cases = [
+        (~np.isfinite(array), f"{counts['nan']} NaN and {counts['inf']} Inf values", "clean the data"),
+        (beyond, f"{np.count_nonzero(beyond)} values beyond {np.dtype(dtype)}'s range", "use --dtype float64"),
+    ]
+    for bad, what, fix in cases:
         if bad.any():
             first = [int(i) for i in np.argwhere(bad)[0]]
             first[0] += first_row
             raise InputError(
                 f"{source}: holds {what} (the first at index {tuple(first)}) and --on-nan error stops there; "
-                "clean the data, use --dtype float64, or use --on-nan warn"
+                f"{fix}, or use --on-nan warn"
             )
     return 0
 
