@@ -418,6 +418,13 @@ def _read_torch(fp: BinaryIO, name: str) -> dict[str, np.ndarray]:
             "torch.load(weights_only=True), and PyTorch is not installed; install torch, or save the state_dict "
             "as .safetensors (safetensors.torch.save_file(rnn.state_dict(), 'rnn.safetensors'))"
         ) from None
+    version = tuple(int(part) for part in re.findall(r"\d+", str(getattr(torch, "__version__", "0")))[:2])
+    if version < (2, 6):
+        raise WeightsError(
+            f"{name}: PyTorch {getattr(torch, '__version__', '?')} has a known bypass of torch.load(weights_only=True) "
+            "(CVE-2025-32434), so rnncli reads .pt files only with torch >= 2.6; upgrade torch, or save the "
+            "state_dict as .safetensors"
+        )
     try:
         loaded = torch.load(fp, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refusals (UnpicklingError), corrupt archives (RuntimeError), …

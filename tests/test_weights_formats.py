@@ -180,7 +180,7 @@ class FakeTensor:
         return self.array
 
 
-def fake_torch(monkeypatch, content):
+def fake_torch(monkeypatch, content, version="2.13.0"):
     """A `torch` module whose load insists on weights_only=True and returns `content`."""
     calls = []
 
@@ -191,7 +191,7 @@ def fake_torch(monkeypatch, content):
             raise content
         return content
 
-    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(load=load))
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(load=load, __version__=version))
     return calls
 
 
@@ -221,6 +221,13 @@ def test_pt_checkpoints_half_precision_and_refusals(monkeypatch):
     fake_torch(monkeypatch, [1, 2])
     with pytest.raises(WeightsError, match=r"holds a list, not a state_dict"):
         load_weights(MODELS / "torch_rnn1.pt")
+
+
+def test_pt_refused_with_a_torch_whose_weights_only_can_be_bypassed(monkeypatch):
+    calls = fake_torch(monkeypatch, torch_tensors("torch_rnn1"), version="2.5.1+cpu")
+    with pytest.raises(WeightsError, match=r"PyTorch 2\.5\.1\+cpu has a known bypass.*CVE-2025-32434"):
+        load_weights(MODELS / "torch_rnn1.pt")
+    assert calls == []
 
 
 def test_pt_without_torch_says_what_to_do(monkeypatch):
