@@ -519,29 +519,32 @@ def _recur_numpy(
 ) -> None:
     single = h.shape[0] == 1  # one sequence: matrix-vector products (BLAS gemv; a 1-row matmul is far slower)
     rows = buffer[:, 0] if single else buffer
-    previous = h[0].copy() if single else h.copy()
-    scratch = np.empty_like(previous)
     recurrent = w_hh if single else np.ascontiguousarray(w_hh.T)
     limits = None if lengths is None else (lengths[0] if single else lengths[:, None])
+    # Two contiguous state buffers used in turn: every product reads and writes contiguous memory even
+    # when `buffer` is a strided (batch-first) view; each step's result is copied into its row once.
+    previous = h[0].copy() if single else h.copy()
+    current = np.empty_like(previous)
     for t in range(buffer.shape[0] - 1, -1, -1) if reverse else range(buffer.shape[0]):
         out = rows[t]
         if single:
-            np.dot(recurrent, previous, out=scratch)
+            np.dot(recurrent, previous, out=current)
         else:
-            np.matmul(previous, recurrent, out=scratch)
-        out += scratch
+            np.matmul(previous, recurrent, out=current)
+        current += out
         if clip is not None:
-            np.clip(out, -clip, clip, out=out)
-        activate(out)
+            np.clip(current, -clip, clip, out=current)
+        activate(current)
         if leak != 1:
-            out *= leak
-            out += (1 - leak) * previous
+            current *= leak
+            current += (1 - leak) * previous
         if limits is not None:
             active = t < limits
-            np.copyto(previous, out, where=active)
-            out *= active
+            np.copyto(current, previous, where=~active)  # rows past their length keep their state
+            np.multiply(current, active, out=out)  # and output zeros
         else:
-            previous = out
+            out[...] = current
+        previous, current = current, previous
     h[...] = previous
 
 
