@@ -1,3 +1,4 @@
+# ruff: noqa: B023 - the timed closures run within their own loop iteration
 """Whole-process and kernel benchmarks: rnncli against onnxruntime and PyTorch, side by side in one run.
 
     python benchmarks/bench_run.py                      # everything rnncli can run; peers when importable
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +45,7 @@ PEER_SCRIPT = textwrap.dedent(
         import onnx, onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
         B = numpy_helper.from_array(np.concatenate([w["bias_ih_l0"], w["bias_hh_l0"]])[None], "B")
-        node = helper.make_node("RNN", ["X", "W", "R", "B"], ["Y"], hidden_size=H, layout=1)
+        node = helper.make_node("RNN", ["X", "W", "R", "B"], ["Y"], hidden_size=H)  # ORT supports layout=0 only
         graph = helper.make_graph(
             [node], "rnn", [helper.make_tensor_value_info("X", TensorProto.FLOAT, None)],
             [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
@@ -52,7 +54,9 @@ PEER_SCRIPT = textwrap.dedent(
         )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        y = session.run(None, {"X": x[None] if single else x})[0][:, 0]  # (B, T, D=1, H) with layout=1
+        time_major = x[:, None] if single else np.ascontiguousarray(x.transpose(1, 0, 2))
+        y = session.run(None, {"X": time_major})[0][:, 0]  # (T, D=1, B, H) -> (T, B, H)
+        y = y.transpose(1, 0, 2)  # (B, T, H)
     np.save(y_path, y[0] if single else y)
     """
 )
@@ -141,55 +145,86 @@ def whole_process(args: argparse.Namespace, directory: Path, peers: list[str], e
     return rows
 
 
+def _median_seconds(run: Callable[[], object], repeats: int) -> float:
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
 def kernels(args: argparse.Namespace) -> list[str]:
-    """Forward pass only, in this process: rnncli's engines and the seed notebook's loop."""
+    """Forward pass only, in this process: rnncli's engines, the recurrence kernel alone, the bound, the seed loop.
+
+    "kernel alone" runs the compiled recurrence over a buffer already holding the input projection.
+    "bound" is what the work needs with BLAS doing it: the projection GEMM plus, per step, one
+    state GEMM (or GEMV), the add and tanh, on contiguous time-major buffers.
+    """
     from rnncli import init_model
     from rnncli import model as model_module
 
     rows = [
-        "| shape | dtype | rnncli compiled (µs/step) | rnncli numpy (µs/step) | seed loop (µs/step) |",
-        "|---|---|---|---|---|",
+        "| shape | dtype | rnncli forward | numpy engine | kernel alone | bound (BLAS) | forward / bound | seed loop |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     cases = [
         ((200_000, 32), 16),
         ((200_000, 32), 64),
         ((50_000, 32), 256),
         ((5_000, 32), 1024),
+        ((8, 1000, 32), 32),
         ((64, 1000, 32), 128),
         ((512, 1000, 32), 128),
-        ((8, 1000, 32), 32),
     ]
     kernel = model_module._kernel
     for shape, units in cases:
         for dtype in args.dtypes:
             x = np.random.default_rng(0).uniform(-1, 1, size=shape).astype(dtype)
             model = init_model(shape[-1], units, init="torch", dtype=dtype)
-            steps = shape[0] if len(shape) == 2 else shape[1]
-            timings = {}
-            for engine in ("compiled", "numpy"):
-                if engine == "compiled" and kernel is None:
-                    continue
-                model_module._kernel = kernel if engine == "compiled" else None
-                samples = []
-                for _ in range(args.repeats):
-                    start = time.perf_counter()
-                    model.forward(x)
-                    samples.append(time.perf_counter() - start)
-                timings[engine] = statistics.median(samples) / steps * 1e6
+            cell = model.layers[0][0]
+            steps, batch = (shape[0], 1) if len(shape) == 2 else (shape[1], shape[0])
+            per_step = 1e6 / steps
+            forward = _median_seconds(lambda: model.forward(x), args.repeats) * per_step
+            model_module._kernel = None
+            numpy_engine = _median_seconds(lambda: model.forward(x), args.repeats) * per_step
             model_module._kernel = kernel
+            projected = np.random.default_rng(1).uniform(-1, 1, size=(steps, batch, units)).astype(dtype)
+            alone = "—"
+            if kernel is not None:
+                work = projected.copy()
+                state = np.zeros((batch, units), dtype)
+                seconds = _median_seconds(lambda: kernel.recur(work, cell.w_hh, state, 0, 0.0, 1.0, False), args.repeats)
+                alone = f"{seconds * per_step:.3f}"
+            recurrent = np.ascontiguousarray(cell.w_hh.T)
+            scratch = np.zeros((batch, units), dtype)
+            flat = x.reshape(-1, shape[-1])
+
+            def blas_bound() -> None:
+                np.matmul(flat, cell.w_ih.T)
+                for t in range(steps):
+                    if batch == 1:
+                        np.dot(cell.w_hh, scratch[0], out=scratch[0])
+                    else:
+                        np.matmul(scratch, recurrent, out=projected[t])
+                    np.add(projected[t], scratch, out=scratch)
+                    np.tanh(scratch, out=scratch)
+
+            bound = _median_seconds(blas_bound, args.repeats) * per_step
             seed = "—"
             if len(shape) == 2:
-                cell = model.layers[0][0]
                 w, u, b = cell.w_ih, cell.w_hh, cell.b_ih + cell.b_hh
                 n = min(steps, 20_000)
                 start = time.perf_counter()
-                state = np.zeros(units, dtype)
+                h = np.zeros(units, dtype)
                 for x_t in x[:n]:
-                    state = np.tanh(np.dot(w, x_t) + np.dot(u, state) + b)
+                    h = np.tanh(np.dot(w, x_t) + np.dot(u, h) + b)
                 seed = f"{(time.perf_counter() - start) / n * 1e6:.3f}"
             label = "×".join(map(str, shape)) + f" H={units}"
-            compiled = f"{timings['compiled']:.3f}" if "compiled" in timings else "—"
-            rows.append(f"| {label} | {dtype} | {compiled} | {timings['numpy']:.3f} | {seed} |")
+            rows.append(
+                f"| {label} | {dtype} | {forward:.3f} | {numpy_engine:.3f} | {alone} | {bound:.3f} "
+                f"| {forward / bound:.2f} | {seed} |"
+            )
     return rows
 
 

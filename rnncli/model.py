@@ -493,7 +493,7 @@ def _recur(
     code = _KERNEL_ACTIVATIONS.get(model.activation)
     batch, units = by_step.shape[1:]
     if _kernel is not None and code is not None and lengths is None and _kernel_wins(batch, units):
-        contiguous = np.ascontiguousarray(by_step)  # a copy only for batch-first batches
+        contiguous = by_step if by_step.flags.c_contiguous else np.ascontiguousarray(by_step)  # batch-first B > 1
         _kernel.recur(contiguous, w_hh, h, code, model.clip or 0.0, model.leak, reverse)
         if contiguous is not by_step:
             by_step[...] = contiguous
