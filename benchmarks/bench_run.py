@@ -194,7 +194,8 @@ def kernels(args: argparse.Namespace) -> list[str]:
             if kernel is not None:
                 work = projected.copy()
                 state = np.zeros((batch, units), dtype)
-                seconds = _median_seconds(lambda: kernel.recur(work, cell.w_hh, state, 0, 0.0, 1.0, False), args.repeats)
+                recur = lambda: kernel.recur(work, cell.w_hh, state, 0, 0.0, 1.0, False)  # noqa: E731
+                seconds = _median_seconds(recur, args.repeats)
                 alone = f"{seconds * per_step:.3f}"
             recurrent = np.ascontiguousarray(cell.w_hh.T)
             scratch = np.zeros((batch, units), dtype)
