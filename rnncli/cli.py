@@ -329,12 +329,10 @@ def run(input: str, **params: Any) -> None:
         state_to_save,
         streamable_shape,
     )
-    from .summary import render_heatmap, render_preview, render_summary, render_warnings, stderr_console
-
     options = _model_options(params)
     if params.pop("stream"):
         return _run_stream(input, options, params)
-    output, quiet, console = params["output"], params["quiet"], stderr_console()
+    output, quiet, console = params["output"], params["quiet"], _LazyConsole()
     settings = RunSettings(
         return_mode=params["return_"] or "sequence", time_major=params["time_major"], nan_policy=params["on_nan"]
     )
@@ -379,6 +377,8 @@ def run(input: str, **params: Any) -> None:
             run = run_loaded(built, loaded, settings, initial_state=initial_state, lengths=lengths)
             if preview:
                 for name, value in run.items.items():
+                    from .summary import render_preview
+
                     render_preview(console, value, name)
             else:
                 _write(output, lambda fp: write_array(fp, output_data(run.items, out_fmt), out_fmt), staged)
@@ -403,10 +403,17 @@ def run(input: str, **params: Any) -> None:
     if params["summary_json"] == "-":  # stdout once the files are in place (a closed pipe cannot undo them)
         _write("-", lambda fp: fp.write(document))
 
-    render_warnings(console, facts.warnings)
+    if facts.warnings:
+        from .summary import render_warnings
+
+        render_warnings(console, facts.warnings)
     if not quiet:
+        from .summary import render_summary
+
         render_summary(console, facts.as_dict())
     if params["show"]:
+        from .summary import render_heatmap
+
         sequence = run.sequence
         shown = sequence if sequence.ndim == 2 else sequence[:, 0] if settings.time_major else sequence[0]
         render_heatmap(console, shown, "" if sequence.ndim == 2 else " (first batch row)")
@@ -847,6 +854,20 @@ def _render_batch_summary(console: Any, report: dict[str, Any]) -> None:
     if warned:
         table.add_row("warnings", f"{warned} files (NaN/Inf or saturation; --report FILE has them)")
     console.print(table)
+
+
+class _LazyConsole:
+    """The stderr console, made (and rich imported) only when something is shown: quiet runs start faster."""
+
+    def __init__(self) -> None:
+        self._console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from .summary import stderr_console
+
+            self._console = stderr_console()
+        return getattr(self._console, name)
 
 
 def _stdout_is_terminal() -> bool:

@@ -6,22 +6,24 @@ Readers take paths or binary file objects and never unpickle. Every problem is r
 
 from __future__ import annotations
 
+import functools
 import importlib
 import io
 import math
 import os
 import struct
 import sys
-import tempfile
 import tokenize
 import warnings
-import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import BinaryIO, Union
+from typing import TYPE_CHECKING, BinaryIO, Union
 
 import numpy as np
+
+if TYPE_CHECKING:  # zipfile and tempfile are imported where used: quick start-up for plain .npy runs
+    import zipfile
 
 from .errors import InputError, OutputError, UsageError, printable
 
@@ -300,8 +302,11 @@ class NpyWriter:
             raise OutputError(f"wrote {self._written} rows but the .npy header promised {self._rows}")
 
 
-def _archive_errors() -> tuple[type[Exception], ...]:
+@functools.cache
+def archive_errors() -> tuple[type[Exception], ...]:
     """What zipfile and its decompressors raise on corrupt archives (lzma may be missing from a Python build)."""
+    import zipfile
+
     errors: list[type[Exception]] = [zipfile.BadZipFile, OSError, EOFError, ValueError, struct.error]
     errors += [NotImplementedError, RuntimeError]  # unknown compression or zip version; encryption
     for module, attribute in (("zlib", "error"), ("lzma", "LZMAError")):
@@ -310,18 +315,17 @@ def _archive_errors() -> tuple[type[Exception], ...]:
     return tuple(errors)
 
 
-ARCHIVE_ERRORS = _archive_errors()
-
-
 def _reason(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return printable(text, 120)
 
 
 def _open_zip(fp: BinaryIO, name: str) -> zipfile.ZipFile:
+    import zipfile
+
     try:
         return zipfile.ZipFile(fp)
-    except ARCHIVE_ERRORS as exc:
+    except archive_errors() as exc:
         raise InputError(
             f"{name}: not a valid .npz (zip) archive ({_reason(exc)}); re-save it with numpy.savez"
         ) from None
@@ -362,8 +366,7 @@ def _read_npz(fp: BinaryIO, name: str, key: str | None) -> tuple[np.ndarray, str
         if key is None:
             if len(members) > 1:
                 raise InputError(
-                    f"{name}: the archive holds {len(members)} arrays ({_keys(members)}); "
-                    "choose one with --key NAME"
+                    f"{name}: the archive holds {len(members)} arrays ({_keys(members)}); choose one with --key NAME"
                 )
             key = next(iter(members))
         if key not in members:
@@ -387,7 +390,7 @@ def read_zip_member_npy(
     try:
         with archive.open(member) as stream:
             return read_npy(stream, label, size=member.file_size, allow_text=allow_text)
-    except ARCHIVE_ERRORS as exc:
+    except archive_errors() as exc:
         raise InputError(f"{label}: corrupt archive member ({_reason(exc)}); re-create the file") from None
 
 
@@ -480,6 +483,8 @@ def write_array(fp: BinaryIO, data: np.ndarray | Mapping[str, np.ndarray], fmt: 
     """
     if fmt == "npz":
         arrays = data if isinstance(data, Mapping) else {"arr_0": data}
+        import zipfile
+
         with zipfile.ZipFile(fp, "w", allowZip64=True) as archive:  # works on pipes too, unlike np.savez
             for name, array in arrays.items():
                 with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
@@ -530,6 +535,8 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     path = os.fspath(path)
     directory = check_output_path(path)
     try:
+        import tempfile
+
         fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".part")
     except OSError as exc:
         raise OutputError(f"{path}: cannot write here ({exc.strerror})") from None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, BinaryIO
 
@@ -159,11 +159,26 @@ def _check_agrees(model: RNN, options: ModelOptions) -> None:
         raise WeightsError(f"{source}: options disagree with the weights: {'; '.join(problems)}; drop those options")
 
 
+_CHUNK = 1 << 16
+"""Elements per pass of the statistics: temporaries stay in the CPU cache, whatever the array's size."""
+
+
+def _chunks(array: np.ndarray) -> Iterator[np.ndarray]:
+    flat = array.reshape(-1)  # a view for the contiguous arrays rnncli makes
+    for start in range(0, flat.size, _CHUNK):
+        yield flat[start : start + _CHUNK]
+
+
 def count_nonfinite(array: np.ndarray) -> dict[str, int]:
     """Counts of NaN and ±Inf entries."""
-    if array.dtype.kind != "f":
-        return {"nan": 0, "inf": 0}
-    return {"nan": int(np.count_nonzero(np.isnan(array))), "inf": int(np.count_nonzero(np.isinf(array)))}
+    nan = inf = 0
+    if array.dtype.kind == "f":
+        with np.errstate(all="ignore"):
+            for chunk in _chunks(array):
+                if not np.isfinite(chunk.sum()):  # one pass when all is well; overflow only costs a recount
+                    nan += int(np.count_nonzero(np.isnan(chunk)))
+                    inf += int(np.count_nonzero(np.isinf(chunk)))
+    return {"nan": nan, "inf": inf}
 
 
 class Statistics:
@@ -171,26 +186,39 @@ class Statistics:
 
     def __init__(self, activation: str) -> None:
         self._bounded = activation in _BOUNDED
-        self._sigmoid_like = activation in ("sigmoid", "hard_sigmoid")
+        # saturated: |h| > 0.99 for tanh-like activations, |2h - 1| > 0.99 for sigmoid-like ones
+        self._limits = (
+            (0.5 + SATURATION / 2, 0.5 - SATURATION / 2)
+            if activation in ("sigmoid", "hard_sigmoid")
+            else (SATURATION, -SATURATION)
+        )
         self.nan = self.inf = self._count = self._finite = self._saturated = 0
         self._sum = 0.0
         self._min = self._max = None
 
     def add(self, block: np.ndarray) -> None:
-        counts = count_nonfinite(block)
-        self.nan += counts["nan"]
-        self.inf += counts["inf"]
-        self._count += block.size
-        finite = block[np.isfinite(block)] if counts["nan"] or counts["inf"] else block
+        with np.errstate(all="ignore"):
+            for chunk in _chunks(block):
+                self._add(chunk)
+
+    def _add(self, chunk: np.ndarray) -> None:
+        self._count += chunk.size
+        low, high = chunk.min(), chunk.max()
+        finite = chunk
+        if not (np.isfinite(low) and np.isfinite(high)):  # min and max propagate NaN, so this catches both
+            self.nan += int(np.count_nonzero(np.isnan(chunk)))
+            self.inf += int(np.count_nonzero(np.isinf(chunk)))
+            finite = chunk[np.isfinite(chunk)]
+            if finite.size:
+                low, high = finite.min(), finite.max()
         if finite.size:
-            low, high = float(finite.min()), float(finite.max())
-            self._min = low if self._min is None else min(self._min, low)
-            self._max = high if self._max is None else max(self._max, high)
+            self._min = float(low) if self._min is None else min(self._min, float(low))
+            self._max = float(high) if self._max is None else max(self._max, float(high))
             self._sum += float(finite.sum(dtype=np.float64))
             self._finite += finite.size
         if self._bounded:
-            distance = np.abs(2 * block - 1) if self._sigmoid_like else np.abs(block)  # from the limits
-            self._saturated += int(np.count_nonzero(distance > SATURATION))
+            upper, lower = self._limits
+            self._saturated += int(np.count_nonzero(chunk > upper)) + int(np.count_nonzero(chunk < lower))
 
     def result(self) -> dict[str, Any]:
         return {

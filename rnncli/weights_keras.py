@@ -27,6 +27,7 @@ import numpy as np
 
 from . import io as data_io
 from .errors import WeightsError
+from .io import archive_errors
 from .model import MERGES, Cell
 from .weights import Found, Model, Part, from_keras, parts_of, require, shown
 
@@ -36,20 +37,6 @@ CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE = "config.json", "model.weights.h5", "m
 SUPPORTED = "Sequential models made of SimpleRNN and Bidirectional(SimpleRNN) layers"
 
 
-def _zip_errors() -> tuple[type[Exception], ...]:
-    errors: list[type[Exception]] = [zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError]
-    errors.append(RuntimeError)
-    import zlib
-
-    errors.append(zlib.error)
-    with suppress(ImportError):
-        import lzma
-
-        errors.append(lzma.LZMAError)
-    return tuple(errors)
-
-
-ZIP_ERRORS = _zip_errors()
 H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError)
 
 
@@ -66,7 +53,7 @@ def read_keras(fp: BinaryIO, name: str) -> Found:
     h5py = require("h5py", "keras", f"{name}: reading a .keras model")
     try:
         archive = zipfile.ZipFile(fp)
-    except ZIP_ERRORS as exc:
+    except archive_errors() as exc:
         raise WeightsError(
             f"{name}: not a valid .keras (zip) archive ({_reason(exc)}); the file is damaged or cut short, "
             "save it again with model.save('model.keras')"
@@ -114,7 +101,7 @@ def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, limit: i
     try:
         with archive.open(info) as stream:
             data = stream.read(limit + 1)
-    except ZIP_ERRORS as exc:
+    except archive_errors() as exc:
         raise WeightsError(f"{label}: corrupt archive member ({_reason(exc)}); re-create the file") from None
     if len(data) > limit:
         raise WeightsError(f"{label}: the member inflates past {limit:,} bytes (a zip bomb?); refusing to read it")

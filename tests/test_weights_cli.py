@@ -132,6 +132,7 @@ def test_pt_files_run_through_torch_load_weights_only(monkeypatch, stem, x_of, t
 
     monkeypatch.setitem(sys.modules, "torch", type(sys)("torch"))
     monkeypatch.setattr(sys.modules["torch"], "load", load, raising=False)
+    monkeypatch.setattr(sys.modules["torch"], "__version__", "2.13.0+cpu", raising=False)
     ok("run", x_of(stem), "--weights", MODELS / f"{stem}.pt", "-o", tmp_path / "out.npy", "-q")
     assert seen == [(MODELS / f"{stem}.pt").read_bytes()]
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected(stem)["sequence"], atol=TOLERANCE)
