@@ -7,12 +7,10 @@ Heavy modules (numpy, rich) are imported inside commands so `rnncli --help` stay
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import sys
 import threading
-import traceback
 from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
@@ -44,7 +42,7 @@ class RnnCliGroup(click.Group):
             return result
         except RnnCliError as exc:
             if debug:
-                traceback.print_exc()
+                _print_traceback()
             _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             # Under `python -m`, CPython dies by SIGINT at exit if the interrupt landed inside a string
@@ -67,7 +65,7 @@ class RnnCliGroup(click.Group):
             raise
         except Exception as exc:  # a bug: still one line unless --debug
             if debug:
-                traceback.print_exc()
+                _print_traceback()
             _fail(
                 f"internal error: {type(exc).__name__}: {exc} (run with --debug for details, and please report it)", 1
             )
@@ -77,6 +75,12 @@ class RnnCliGroup(click.Group):
 
 
 _INTERRUPTED = threading.Event()
+
+
+def _print_traceback() -> None:
+    import traceback
+
+    traceback.print_exc()
 
 
 def _on_signal(signum: int, frame: object) -> None:
@@ -396,6 +400,8 @@ def run(input: str, **params: Any) -> None:
             kind = "npz" if isinstance(state, dict) else "npy"
             _write(params["save_state"], lambda fp: write_array(fp, state, kind), staged)
             facts.output["also"]["state"] = params["save_state"]
+        import json
+
         document = json.dumps(facts.as_dict(), indent=2).encode() + b"\n" if params["summary_json"] else b""
         if params["summary_json"] not in (None, "-"):
             _write(params["summary_json"], lambda fp: fp.write(document), staged)
@@ -485,6 +491,8 @@ def weights_inspect(file: str, as_json: bool, **params: Any) -> None:
 
     facts = describe(_open_weights(file, params))
     if as_json:
+        import json
+
         document = json.dumps(facts, indent=2).encode() + b"\n"
         _write("-", lambda fp: fp.write(document))
         return
@@ -575,6 +583,8 @@ def info(data: str, from_: str | None, key: str | None, as_json: bool) -> None:
     else:
         facts = describe_data(data, from_, key=key)
     if as_json:
+        import json
+
         document = json.dumps(facts, indent=2).encode() + b"\n"
         _write("-", lambda fp: fp.write(document))
         return
@@ -734,6 +744,8 @@ def batch(inputs: tuple[str, ...], **params: Any) -> None:
         )
     report = batch_report(plan, result, out_dir)
     if params["report"]:
+        import json
+
         document = json.dumps(report, indent=2).encode() + b"\n"
         _write(params["report"], lambda fp: fp.write(document))
     if params["save_weights"] and result.built is not None:
