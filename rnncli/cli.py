@@ -357,7 +357,7 @@ def run(input: str, **params: Any) -> None:
         save_format(params["save_weights"])  # .npz or .safetensors: a usage error now, not after the run
     preview = output == "-" and out_fmt != "csv" and _stdout_is_terminal()
 
-    # A long 1-D/2-D .npy is streamed block by block (bounded memory); everything else is read whole.
+    # A 1-D/2-D .npy or a CSV file is streamed block by block (bounded memory); everything else is read whole.
     shape = streamable_shape(input, params["from_"], params["key"])
     loaded = None if shape else _read_input(input, params["from_"], params["key"], console, quiet)
     built = build_model(options, shape[1] if shape else as_sequences(loaded.array, loaded.source).shape[-1])
@@ -369,12 +369,18 @@ def run(input: str, **params: Any) -> None:
         check_state_file(built.model, params["save_state"])
     initial_state = load_state(params["initial_state"]) if params["initial_state"] else None
     lengths = _read_array(params["lengths"]).reshape(-1) if params["lengths"] else None
-    streamed = shape and not (preview or params["show"] or lengths is not None)
+    # A .npy of unknown length (from CSV) gets its header last, which needs a file, not stdout.
+    header_last = shape and shape[0] is None and output == "-" and out_fmt == "npy"
+    header_last = header_last and settings.return_mode != "final"
+    streamed = shape and not (preview or params["show"] or lengths is not None or header_last)
     # Output files are staged and renamed into place together when this block ends: a failure or an
     # interrupt anywhere in it leaves every existing output as it was.
     with ExitStack() as staged:
         if streamed and can_stream(built.model, settings, out_fmt):
-            run = _write(output, lambda fp: run_streamed(built, input, fp, settings, out_fmt, initial_state), staged)
+            stream_to = lambda fp: run_streamed(  # noqa: E731
+                built, input, fp, settings, out_fmt, initial_state, params["from_"]
+            )
+            run = _write(output, stream_to, staged)
         else:
             if loaded is None:
                 loaded = _read_input(input, params["from_"], params["key"], console, quiet)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib
 import io
+import itertools
 import math
 import os
 import struct
@@ -415,6 +416,62 @@ def _read_text(data: bytes, name: str) -> np.ndarray:
         return np.loadtxt(io.StringIO(body), delimiter=delimiter, ndmin=2, dtype=np.float64)
     except ValueError:
         raise _text_error(rows, delimiter, name) from None
+
+
+def _text_lines(fp: BinaryIO, name: str) -> Iterator[tuple[int, str]]:
+    """(line number, text without comments) of every non-blank line, decoded as it is read."""
+    for number, raw in enumerate(fp, start=1):
+        try:
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                f"{name}: line {number} is not UTF-8 text (byte {exc.start + 1}); expected CSV/TSV rows "
+                "(for binary data use a .npy file)"
+            ) from None
+        line = text.split("#", 1)[0].strip()
+        if line:
+            yield number, line
+
+
+def text_table_width(fp: BinaryIO, name: str) -> int | None:
+    """The number of columns of a CSV/TSV table, from its first rows (None if it has no data row)."""
+    head = list(itertools.islice(_text_lines(fp, name), 20))
+    if not head:
+        return None
+    delimiter = sniff_delimiter([line for _, line in head])
+    return len(_split(head[0][1], delimiter))
+
+
+def iter_text_blocks(fp: BinaryIO, name: str, rows: int) -> Iterator[np.ndarray]:
+    """Blocks of up to `rows` data rows of CSV/TSV text, (n, F) float64, parsed while the file is read.
+
+    The rules of whole-file reading: `#` comments and blank lines skipped, the delimiter sniffed from
+    the first 20 data rows, a first row without any number is a header, every row as wide as the first.
+    """
+    lines = _text_lines(fp, name)
+    head = list(itertools.islice(lines, 20))
+    if not head:
+        raise InputError(f"{name}: no data rows (empty, or only comments); expected numbers in CSV rows")
+    delimiter = sniff_delimiter([line for _, line in head])
+    if not any(_is_number(cell) for cell in _split(head[0][1], delimiter)):
+        head = head[1:]  # a header row
+    pending = itertools.chain(head, lines)
+    first: tuple[int, int] | None = None  # (line number, width) of the first data row
+    while block := list(itertools.islice(pending, rows)):
+        try:
+            array = np.loadtxt([line for _, line in block], delimiter=delimiter, ndmin=2, dtype=np.float64)
+        except ValueError:
+            raise _text_error(block, delimiter, name) from None
+        if first is None:
+            first = (block[0][0], array.shape[1])
+        elif array.shape[1] != first[1]:
+            raise InputError(
+                f"{name}: line {block[0][0]} has {array.shape[1]} columns but line {first[0]} has {first[1]}; "
+                "every row needs the same number of values"
+            )
+        yield array
+    if first is None:
+        raise InputError(f"{name}: only a header row, no data rows")
 
 
 def sniff_delimiter(lines: list[str]) -> str | None:

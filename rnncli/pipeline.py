@@ -23,11 +23,13 @@ from .io import (
     check_npy_body,
     format_from_name,
     iter_npy_rows,
+    iter_text_blocks,
     load_array,
     memory_budget,
     open_input,
     read_npy_header,
     read_npz,
+    text_table_width,
     write_array,
 )
 from .model import ENGINE, RNN, Output, Stack
@@ -492,13 +494,18 @@ def run_loaded(
     return RunResult(items, output.state, facts, output.sequence)
 
 
-def streamable_shape(source: str, fmt: str | None = None, key: str | None = None) -> tuple[int, int] | None:
-    """(T, F) of a .npy file that can be read block by block (1-D, or 2-D in C order), else None."""
-    if source == "-" or key is not None or (fmt or format_from_name(source)) != "npy":
+def streamable_shape(source: str, fmt: str | None = None, key: str | None = None) -> tuple[int | None, int] | None:
+    """(T, F) of a file that can be read block by block — a 1-D or C-order 2-D .npy, or CSV/TSV text,
+    whose T is known only at the end (None) — else None."""
+    fmt = fmt or format_from_name(source)
+    if source == "-" or key is not None or fmt not in ("npy", "csv"):
         return None
     if not os.path.isfile(source):  # a pipe (`<(…)`, a FIFO) cannot be opened twice: read it whole
         return None
     with open_input(source) as fp:
+        if fmt == "csv":
+            width = text_table_width(fp, source)
+            return None if width is None else (None, width)
         shape, fortran, _ = read_npy_header(fp, source)
     if len(shape) == 1:
         shape = (shape[0], 1)
@@ -519,8 +526,9 @@ def run_streamed(
     settings: RunSettings,
     out_fmt: str,
     initial_state: np.ndarray | Sequence[np.ndarray] | None = None,
+    fmt: str | None = None,
 ) -> RunResult:
-    """Run over a (T, F) .npy file block by block, writing the output to `sink` as it goes.
+    """Run over a (T, F) .npy or CSV file block by block, writing the output to `sink` as it goes.
 
     Memory stays bounded by blocks of `model.BLOCK_STEPS` timesteps, the same blocks a whole-array
     run projects with, so the outputs are bit-for-bit those of a whole-array run.
@@ -529,20 +537,29 @@ def run_streamed(
 
     model = built.model
     block_steps = model_module.BLOCK_STEPS
+    text = (fmt or format_from_name(source)) == "csv"
     with open_input(source) as fp:
-        shape, _, dtype = read_npy_header(fp, source)
-        check_npy_body(fp, source, shape, dtype)
-        steps = shape[0]
-        width = shape[1] if len(shape) == 2 else 1
-        check_working_memory(model, min(steps, block_steps), 1, source)
-        facts = _start_facts(built, source, "npy", None, shape, dtype)
+        if text:
+            steps, width, dtype = None, model.input_size, np.dtype(np.float64)
+            blocks = iter_text_blocks(fp, source, block_steps)
+        else:
+            shape, _, dtype = read_npy_header(fp, source)
+            check_npy_body(fp, source, shape, dtype)
+            steps, width = shape[0], (shape[1] if len(shape) == 2 else 1)
+            blocks = iter_npy_rows(fp, source, (steps, width), dtype, block_steps)
+        check_working_memory(model, block_steps if steps is None else min(steps, block_steps), 1, source)
+        facts = _start_facts(built, source, "csv" if text else "npy", None, (steps, width), dtype)
         input_counts = {"nan": 0, "inf": 0}
         stats = Statistics(model.activation)
         writer = None
         if settings.return_mode == "sequence" and out_fmt == "npy":
             writer = NpyWriter(sink, model.dtype, model.output_size, rows=steps)
-        state, seconds, done, beyond = initial_state, 0.0, 0, 0
-        for block in iter_npy_rows(fp, source, (steps, width), dtype, block_steps):
+        state, seconds, done, beyond, output = initial_state, 0.0, 0, 0, None
+        for block in blocks:
+            if block.shape[1] != model.input_size:
+                raise ShapeError(
+                    f"{source}: {block.shape[1]} columns but the model takes {model.input_size} input features"
+                )
             for k, v in count_nonfinite(block).items():
                 input_counts[k] += v
             beyond += check_values(block, source, settings, model.dtype, first_row=done)
@@ -560,7 +577,8 @@ def run_streamed(
         writer.close()
     if settings.return_mode == "final":
         write_array(sink, output.final, out_fmt)
-    produced = (steps, model.output_size) if settings.return_mode == "sequence" else (model.output_size,)
+    facts.input["shape"] = [done, width]
+    produced = (done, model.output_size) if settings.return_mode == "sequence" else (model.output_size,)
     _finish_facts(
         facts,
         built,
@@ -569,7 +587,7 @@ def run_streamed(
         input_counts,
         stats.result(),
         seconds,
-        steps,
+        done,
     )
     _warn_beyond(facts, beyond, settings, model.dtype)
     return RunResult({}, output.state, facts)

@@ -151,7 +151,7 @@ BAD_DATA = [
     ("escape codes in a cell", {"x.csv": b"1,2\n3,\x1b[2J\x1b[31mred\n"}, ["x.csv"], None,
      r"line 2, column 2: '\\x1b\[2J\\x1b\[31mred' is not a number"),
     ("only a header", {"h.csv": b"a,b\n"}, ["h.csv"], None, r"h\.csv: only a header row, no data rows"),
-    ("not utf-8", {"b.csv": b"1,2\n\xff\xfe,3\n"}, ["b.csv"], None, r"b\.csv: byte 4 is not UTF-8 text"),
+    ("not utf-8", {"b.csv": b"1,2\n\xff\xfe,3\n"}, ["b.csv"], None, r"b\.csv: line 2 is not UTF-8 text \(byte 1\)"),
     ("junk .npy", {"j.npy": b"\x00junk" * 20}, ["j.npy"], None, r"j\.npy: not a valid \.npy file \(header: the magic"),
     ("junk .npz", {"j.npz": b"\x00junk" * 20}, ["j.npz"], None, r"j\.npz: not a valid \.npz \(zip\) archive"),
     ("npz without arrays", {"e.npz": npz_bytes()}, ["e.npz"], None, r"e\.npz: the \.npz archive holds no arrays"),
@@ -257,10 +257,11 @@ def test_a_stream_larger_than_memory_is_refused(workdir):
 
 
 def test_huge_csv_is_refused_before_parsing(workdir, monkeypatch):
+    """Text that must be read whole (stdin) is refused when parsing it would not fit; a CSV file streams."""
     monkeypatch.setattr("rnncli.io.memory_budget", lambda: 1 << 20)
-    result = run_case(workdir, ["big.csv", "-o", "out.npy"], {"big.csv": b"1,2\n" * (1 << 17)})
+    result = run_case(workdir, ["-", "--from", "csv", "-o", "out.npy"], stdin=b"1,2\n" * (1 << 17))
     assert result.exit_code == 1
-    assert "big.csv: 0 MiB of text needs about 0.0 GiB to parse, more than the 0.0 GiB available" in the_line(result)
+    assert "<stdin>: 0 MiB of text needs about 0.0 GiB to parse, more than the 0.0 GiB available" in the_line(result)
 
 
 # Weights that disagree with the input or with themselves: exit 1, both shapes named.

@@ -108,3 +108,54 @@ def test_truncated_input_is_refused_before_writing(tmp_path):
     result = CliRunner().invoke(main, ["run", str(tmp_path / "cut.npy"), "-o", str(tmp_path / "o.npy")])
     assert result.exit_code == 1 and "truncated" in result.stderr
     assert not (tmp_path / "o.npy").exists()
+
+
+@pytest.fixture
+def long_csv(tmp_path):
+    x = np.random.default_rng(1).normal(size=(1000, 3)).astype(np.float32)
+    lines = ["# a comment before the header", "a,b,c"]
+    for i, row in enumerate(x):
+        lines.append(",".join(f"{v:.9g}" for v in row) + ("  # note" if i == 500 else ""))
+        if i == 300:
+            lines.append("")
+    (tmp_path / "x.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path / "x.csv"
+
+
+@pytest.mark.parametrize("block_steps", [7, 64, 5000])
+@pytest.mark.parametrize("return_mode, fmt", [("sequence", "npy"), ("sequence", "csv"), ("final", "npy")])
+def test_csv_streams_in_blocks_bit_for_bit(long_csv, block_steps, return_mode, fmt, monkeypatch, tmp_path):
+    monkeypatch.setattr("rnncli.model.BLOCK_STEPS", block_steps)
+    built = build_model(ModelOptions(units=(6,), layers=2, init="torch"), 3)
+    settings = RunSettings(return_mode=return_mode)
+    with atomic_output(tmp_path / f"streamed.{fmt}") as fp:  # a seekable file: the .npy header comes last
+        result = run_streamed(built, str(long_csv), fp, settings, fmt)
+    whole = run_loaded(built, load_array(long_csv), settings)
+    expected = whole.items[return_mode]
+    if fmt == "csv":
+        expected_bytes = io.BytesIO()
+        write_array(expected_bytes, expected, "csv")
+        assert (tmp_path / "streamed.csv").read_bytes() == expected_bytes.getvalue()
+    else:
+        np.testing.assert_array_equal(np.load(tmp_path / f"streamed.{fmt}"), expected)
+    assert result.facts.input["shape"] == [1000, 3] and result.facts.input["format"] == "csv"
+
+
+def test_csv_stream_names_a_ragged_row_in_a_later_block(tmp_path, monkeypatch):
+    monkeypatch.setattr("rnncli.model.BLOCK_STEPS", 10)
+    rows = ["1,2,3"] * 25 + ["1,2"] + ["1,2,3"] * 5
+    (tmp_path / "r.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "out.npy").write_bytes(b"precious")
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "r.csv"), "-o", str(tmp_path / "out.npy")])
+    assert result.exit_code == 1
+    assert "r.csv: line 26 has 2 columns but line 21 has 3" in result.stderr
+    assert (tmp_path / "out.npy").read_bytes() == b"precious"
+
+
+def test_csv_to_stdout_npy_is_read_whole_and_still_right(long_csv):
+    streamed_file = CliRunner().invoke(main, ["run", str(long_csv), "--units", "4", "-q", "--to", "csv"])
+    whole_stdout = CliRunner().invoke(main, ["run", str(long_csv), "--units", "4", "-q"])
+    assert whole_stdout.exit_code == 0 and streamed_file.exit_code == 0
+    from_npy = np.load(io.BytesIO(whole_stdout.stdout_bytes))
+    np.testing.assert_array_equal(np.loadtxt(io.StringIO(streamed_file.stdout), delimiter=",", dtype=np.float32),
+                                  from_npy)
