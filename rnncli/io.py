@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, BinaryIO, Union
 
 import numpy as np
 
-if TYPE_CHECKING:  # zipfile and tempfile are imported where used: quick start-up for plain .npy runs
+if TYPE_CHECKING:  # zipfile is imported where used: quick start-up for plain .npy runs
     import zipfile
 
 from .errors import InputError, OutputError, UsageError, printable
@@ -582,6 +582,18 @@ def check_output_path(path: str | os.PathLike[str]) -> str:
     return directory
 
 
+def _create_temporary(directory: str, name: str) -> tuple[int, str]:
+    """A new, exclusive, private file `.NAME.XXXXXXXX.part` in `directory` (what tempfile.mkstemp does,
+    without importing tempfile and its dependencies at start-up)."""
+    for _ in range(100):
+        path = os.path.join(directory, f".{name}.{os.urandom(6).hex()}.part")
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {directory}")
+
+
 @contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """Open a temporary file next to `path`; rename it into place only if the block succeeds.
@@ -592,9 +604,7 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     path = os.fspath(path)
     directory = check_output_path(path)
     try:
-        import tempfile
-
-        fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".part")
+        fd, temporary = _create_temporary(directory, os.path.basename(path))
     except OSError as exc:
         raise OutputError(f"{path}: cannot write here ({exc.strerror})") from None
     try:

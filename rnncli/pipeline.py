@@ -33,7 +33,6 @@ from .io import (
     write_array,
 )
 from .model import ENGINE, RNN, Output, Stack
-from .weights import SETTINGS, open_weights
 
 RETURNS = ("sequence", "final", "both")
 SATURATION = 0.99
@@ -124,6 +123,8 @@ def build_model(options: ModelOptions, input_size: int) -> BuiltModel:
         raise UsageError(f"{flags} shape random weights; they do not apply with --weights {options.weights}")
     # Any format (.npz, .safetensors, .pt, .keras, .weights.h5, .onnx); the settings options fill in what the
     # file does not record and must agree with what it does (weights.assemble says so otherwise).
+    from .weights import SETTINGS, open_weights  # weight formats load only when a weights file is given
+
     loaded = open_weights(
         options.weights, settings={name: getattr(options, name) for name in SETTINGS}, input_size=input_size
     )

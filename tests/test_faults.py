@@ -16,13 +16,13 @@ import shlex
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from rnncli import io as rnncli_io
 from rnncli.cli import main
 
 PRECIOUS = b"precious bytes that must survive"
@@ -72,10 +72,10 @@ class FullDisk:
 def disk_fills_on(monkeypatch):
     """`disk_fills_on(name, room)`: the temporary file for output `name` fills after `room` bytes."""
     temporaries = {}
-    real_mkstemp, real_fdopen = tempfile.mkstemp, os.fdopen
+    real_create, real_fdopen = rnncli_io._create_temporary, os.fdopen
 
-    def mkstemp(*args, **kwargs):
-        fd, path = real_mkstemp(*args, **kwargs)
+    def create(*args, **kwargs):
+        fd, path = real_create(*args, **kwargs)
         temporaries[fd] = os.path.basename(path)
         return fd, path
 
@@ -84,7 +84,7 @@ def disk_fills_on(monkeypatch):
             raw = real_fdopen(fd, *args, **kwargs)
             return FullDisk(raw, room) if temporaries.get(fd, "").startswith(f".{name}.") else raw
 
-        monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+        monkeypatch.setattr(rnncli_io, "_create_temporary", create)
         monkeypatch.setattr(os, "fdopen", fdopen)
 
     return arm
