@@ -407,7 +407,7 @@ def _read_text(data: bytes, name: str) -> np.ndarray:
     if not rows:
         raise InputError(f"{name}: no data rows (empty, or only comments); expected numbers in CSV rows")
     delimiter = sniff_delimiter([line for _, line in rows[:20]])
-    if not any(_is_number(cell) for cell in _split(rows[0][1], delimiter)):
+    if not any(is_number(cell) for cell in _split(rows[0][1], delimiter)):
         rows = rows[1:]  # a header row: names only (a row with some numbers is data, and its bad cells are named)
         if not rows:
             raise InputError(f"{name}: only a header row, no data rows")
@@ -453,7 +453,7 @@ def iter_text_blocks(fp: BinaryIO, name: str, rows: int) -> Iterator[np.ndarray]
     if not head:
         raise InputError(f"{name}: no data rows (empty, or only comments); expected numbers in CSV rows")
     delimiter = sniff_delimiter([line for _, line in head])
-    if not any(_is_number(cell) for cell in _split(head[0][1], delimiter)):
+    if not any(is_number(cell) for cell in _split(head[0][1], delimiter)):
         head = head[1:]  # a header row
     pending = itertools.chain(head, lines)
     first: tuple[int, int] | None = None  # (line number, width) of the first data row
@@ -488,7 +488,7 @@ def _split(line: str, delimiter: str | None) -> list[str]:
     return [cell.strip() for cell in line.split(delimiter)]
 
 
-def _is_number(cell: str) -> bool:
+def is_number(cell: str) -> bool:
     """What np.loadtxt accepts: float() without its extras (1_000, non-ASCII digits)."""
     if not cell.isascii() or "_" in cell:
         return False
@@ -510,7 +510,7 @@ def _text_error(rows: list[tuple[int, str]], delimiter: str | None, name: str) -
                 "every row needs the same number of values"
             )
         for column, cell in enumerate(cells, start=1):
-            if not _is_number(cell):
+            if not is_number(cell):
                 return InputError(
                     f"{name}: line {number}, column {column}: '{printable(cell, 20)}' is not a number; "
                     "fix the cell (NaN may be written as nan)"

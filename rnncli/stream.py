@@ -18,7 +18,7 @@ from typing import BinaryIO
 import numpy as np
 
 from .errors import InputError, UsageError
-from .io import sniff_delimiter
+from .io import is_number, sniff_delimiter
 from .model import RNN, Output, Stack
 from .pipeline import BuiltModel, ModelOptions, build_model
 
@@ -54,28 +54,20 @@ def numeric_rows(lines: Iterable[bytes], name: str) -> Iterator[np.ndarray]:
                 f"{name}: line {number} has {len(cells)} values but the first data row (line {first_row}) has "
                 f"{width}; every row needs the same number of values"
             )
-        try:
-            values = np.array([float(cell) for cell in cells])
-        except ValueError:
-            if not width and not header_seen:  # the first row of text may be a header
+        numeric = [is_number(cell) for cell in cells]  # the rules of whole-file reading
+        if not all(numeric):
+            if not width and not header_seen and not any(numeric):  # a first row of names only is a header
                 header_seen = True
                 continue
-            column, cell = next((i, c) for i, c in enumerate(cells, start=1) if not _is_number(c))
+            column, cell = next((i, c) for i, (c, ok) in enumerate(zip(cells, numeric), start=1) if not ok)
             raise InputError(
                 f"{name}: line {number}, column {column}: '{cell[:20]}' is not a number; fix the row "
                 "(NaN may be written as nan)"
-            ) from None
+            )
+        values = np.array([float(cell) for cell in cells])
         if not width:
             width, first_row = len(values), number
         yield values
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
 
 
 def check_streamable(model: RNN | Stack) -> None:
