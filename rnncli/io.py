@@ -52,12 +52,38 @@ class LoadedArray:
 
 
 def memory_budget() -> int:
-    """Bytes this process may reasonably allocate: MemAvailable, or 8 GiB where unknown."""
+    """Bytes this process may reasonably allocate: MemAvailable, capped by a container's cgroup memory
+    limit (what is left of it), or 8 GiB where neither is known."""
+    available = None
     with suppress(OSError, ValueError), open("/proc/meminfo") as f:
         for line in f:
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return 8 << 30
+                available = int(line.split()[1]) * 1024
+                break
+    limit = _cgroup_room()
+    candidates = [value for value in (available, limit) if value is not None]
+    return min(candidates) if candidates else 8 << 30
+
+
+CGROUP_FILES = (  # (limit, usage): cgroup v2, then v1
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+)
+
+
+def _cgroup_room() -> int | None:
+    """Memory left under this container's cgroup limit, if one is set."""
+    for limit_path, usage_path in CGROUP_FILES:
+        with suppress(OSError, ValueError):
+            with open(limit_path) as f:
+                text = f.read().strip()
+            if text == "max" or int(text) >= 1 << 60:  # no limit (v1 writes a huge number)
+                return None
+            used = 0
+            with suppress(OSError, ValueError), open(usage_path) as f:
+                used = int(f.read().strip())
+            return max(int(text) - used, 0)
+    return None
 
 
 def format_from_name(name: str) -> str | None:

@@ -199,3 +199,16 @@ def test_atomic_output_disk_full_leaves_nothing(tmp_path, monkeypatch):
 def test_atomic_output_refuses_missing_directory(tmp_path):
     with pytest.raises(OutputError, match="does not exist"), atomic_output(tmp_path / "nope" / "x.npy"):
         pass
+
+
+def test_memory_budget_respects_a_container_limit(tmp_path, monkeypatch):
+    from rnncli import io as rnncli_io
+
+    limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
+    limit.write_text(str(512 << 20) + "\n")
+    usage.write_text(str(100 << 20) + "\n")
+    monkeypatch.setattr(rnncli_io, "CGROUP_FILES", ((str(limit), str(usage)),))
+    assert rnncli_io.memory_budget() == (512 - 100) << 20
+    limit.write_text("max\n")
+    unlimited = rnncli_io.memory_budget()
+    assert unlimited > 0 and unlimited != (512 - 100) << 20
