@@ -581,10 +581,7 @@ def info(data: str, from_: str | None, key: str | None, as_json: bool) -> None:
     from .info import describe_data
 
     if data == "-":
-        if sys.stdin.isatty():
-            from .summary import stderr_console
-
-            stderr_console().print("[dim]waiting for data on stdin (a .npy stream or CSV rows; Ctrl-D to end)…[/dim]")
+        _stdin_hint(_LazyConsole(), "data", "a .npy stream or CSV rows")
         facts = describe_data(sys.stdin.buffer, from_, key=key, name="<stdin>")
     else:
         facts = describe_data(data, from_, key=key)
@@ -626,8 +623,8 @@ def _run_stream(source: str, options: Any, params: dict[str, Any]) -> None:
     console, name = stderr_console(), "<stdin>" if source == "-" else source
     with ExitStack() as stack:
         lines = sys.stdin.buffer if source == "-" else stack.enter_context(open_input(source))
-        if source == "-" and sys.stdin.isatty() and not params["quiet"]:
-            console.print("[dim]waiting for CSV rows on stdin (Ctrl-D to end)…[/dim]")
+        if source == "-" and not params["quiet"]:
+            _stdin_hint(console, "CSV rows")
         built, rows = open_stream(options, lines, name)
         if params["save_state"]:
             check_state_file(built.model, params["save_state"])
@@ -778,8 +775,8 @@ def _read_list(path: str, console: Any, quiet: bool) -> list[str]:
     from .errors import InputError
 
     if path == "-":
-        if sys.stdin.isatty() and not quiet:
-            console.print("[dim]waiting for paths on stdin, one per line (Ctrl-D to end)…[/dim]")
+        if not quiet:
+            _stdin_hint(console, "paths", "one per line")
         data = sys.stdin.buffer.read()
     else:
         try:
@@ -892,13 +889,18 @@ def _stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
+def _stdin_hint(console: Any, what: str, detail: str = "") -> None:
+    """Tell a person at a terminal that rnncli waits for them, instead of seeming to hang."""
+    if sys.stdin.isatty():
+        console.print(f"[dim]waiting for {what} on stdin ({detail + '; ' if detail else ''}Ctrl-D to end)…[/dim]")
+
+
 def _read_input(source: str, fmt: str | None, key: str | None, console: Any, quiet: bool) -> Any:
     from .io import load_array
 
     if source != "-":
         return load_array(source, fmt, key=key)
-    if sys.stdin.isatty():  # even with -q: without the hint a terminal just seems to hang
-        console.print("[dim]waiting for data on stdin (a .npy stream or CSV rows; Ctrl-D to end)…[/dim]")
+    _stdin_hint(console, "data", "a .npy stream or CSV rows")  # even with -q: else a terminal seems to hang
     return load_array(sys.stdin.buffer, fmt, key=key, name="<stdin>")
 
 

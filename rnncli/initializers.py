@@ -16,13 +16,6 @@ from .io import memory_budget
 from .model import DTYPES, RNN, Cell
 
 INITS = ("keras", "torch", "uniform", "normal", "esn")
-INIT_HELP = {
-    "keras": "glorot-uniform W_ih, orthogonal W_hh, zero bias (Keras SimpleRNN defaults)",
-    "torch": "every tensor U(-1/sqrt(H), 1/sqrt(H)) (PyTorch nn.RNN defaults)",
-    "uniform": "every tensor U[0, 1) (the seed notebook; saturates tanh)",
-    "normal": "N(0, 1/fan_in) weights, zero bias (LeCun normal)",
-    "esn": "reservoir: U(-1, 1) inputs and bias, sparse N(0, 1) W_hh at spectral radius 0.9",
-}
 
 
 def _glorot_uniform(rng: np.random.Generator, units: int, features: int) -> np.ndarray:

@@ -157,13 +157,17 @@ class Output:
 
     def state_tensor(self) -> np.ndarray:
         """The state as one array (layers*directions, [B,] H), like PyTorch's ``h_n``."""
-        sizes = {s.shape for s in self.state}
-        if len(sizes) != 1:
-            raise ShapeError(
-                f"layers have different sizes {[s.shape[-1] for s in self.state]}; the state "
-                "cannot be one tensor (PyTorch's h_n needs equal sizes)"
-            )
-        return np.stack(self.state)
+        return stack_state(self.state)
+
+
+def stack_state(state: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-layer/direction states as one (layers*directions, [B,] H) array; equal sizes needed."""
+    if len({s.shape for s in state}) != 1:
+        raise ShapeError(
+            f"layers have different sizes {[s.shape[-1] for s in state]}; the state "
+            "cannot be one tensor (PyTorch's h_n needs equal sizes)"
+        )
+    return np.stack(state)
 
 
 @dataclass(frozen=True)
@@ -369,10 +373,8 @@ class RNN:
         lengths = np.asarray(lengths)
         if single:
             lengths = lengths.reshape(-1)
-        if (
-            lengths.shape != (batch,)
-            or (lengths.dtype.kind not in "iu"
-            and not (lengths.dtype.kind == "f" and np.all(np.mod(lengths, 1) == 0)))
+        if lengths.shape != (batch,) or (
+            lengths.dtype.kind not in "iu" and not (lengths.dtype.kind == "f" and np.all(np.mod(lengths, 1) == 0))
         ):
             raise ShapeError(f"lengths must be {batch} whole numbers (one per batch row), got shape {lengths.shape}")
         lengths = lengths.astype(np.int64)

@@ -32,9 +32,8 @@ from .io import (
     text_table_width,
     write_array,
 )
-from .model import ENGINE, RNN, Output, Stack
+from .model import ENGINE, RNN, Output, Stack, stack_state
 
-RETURNS = ("sequence", "final", "both")
 SATURATION = 0.99
 _BOUNDED = {"tanh", "sigmoid", "hard_sigmoid", "softsign"}
 
@@ -348,21 +347,27 @@ def check_working_memory(model: RNN | Stack, steps: int, batch: int, source: str
 def check_values(array: np.ndarray, source: str, settings: RunSettings, dtype: Any, first_row: int = 0) -> int:
     """Count finite values beyond `dtype`'s range (the cast to the model's dtype makes them ±Inf); with
     nan_policy "error", stop at those or at NaN/Inf, naming the first (rows of a block count from `first_row`)."""
-    limit = np.finfo(dtype).max
-    beyond = np.zeros(array.shape, bool)
+    beyond = None  # only float64 data run in float32 can exceed the model dtype's range
     if array.dtype.kind == "f" and array.dtype.itemsize > np.dtype(dtype).itemsize:
         with np.errstate(invalid="ignore"):
-            beyond = np.abs(array) > limit
-        beyond &= np.isfinite(array)
+            beyond = (np.abs(array) > np.finfo(dtype).max) & np.isfinite(array)
     if settings.nan_policy != "error" or array.dtype.kind != "f":
-        return int(np.count_nonzero(beyond))
+        return 0 if beyond is None else int(np.count_nonzero(beyond))
     counts = count_nonfinite(array)
     cases = [
-        (~np.isfinite(array), f"{counts['nan']} NaN and {counts['inf']} Inf values", "clean the data"),
-        (beyond, f"{np.count_nonzero(beyond)} values beyond {np.dtype(dtype)}'s range", "use --dtype float64"),
+        (
+            ~np.isfinite(array) if counts["nan"] or counts["inf"] else None,
+            f"{counts['nan']} NaN and {counts['inf']} Inf values",
+            "clean the data",
+        ),
+        (
+            beyond,
+            f"{0 if beyond is None else np.count_nonzero(beyond)} values beyond {np.dtype(dtype)}'s range",
+            "use --dtype float64",
+        ),
     ]
     for bad, what, fix in cases:
-        if bad.any():
+        if bad is not None and bad.any():
             first = [int(i) for i in np.argwhere(bad)[0]]
             first[0] += first_row
             raise InputError(
@@ -626,7 +631,7 @@ def state_to_save(state: tuple[np.ndarray, ...], path: str) -> np.ndarray | dict
     """One (layers*directions, [B,] H) array for .npy; entries state_0, state_1, … for .npz (any sizes)."""
     if path.lower().endswith(".npz"):
         return {f"state_{i}": s for i, s in enumerate(state)}
-    return np.stack(state)
+    return stack_state(state)
 
 
 def load_state(path: str) -> np.ndarray | list[np.ndarray]:
