@@ -301,7 +301,7 @@ def run_batch(
     candidates = [job.source for job in jobs] if inputs is None else inputs
     built, features_from, unreadable = build_batch_model(options, candidates, settings)
     if built is not None and settings.run.return_mode is None:
-        settings = replace(settings, run=replace(settings.run, return_mode=built.return_mode or "sequence"))
+        settings = replace(settings, run=settings.run._replace(return_mode=built.return_mode or "sequence"))
     if built is None:
         for job in jobs:
             error = unreadable.get(job.source) or _naming(job.source, "not run: no input of the batch is readable")

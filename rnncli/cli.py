@@ -10,9 +10,8 @@ import errno
 import os
 import signal
 import sys
-import threading
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from typing import Any
 
 import click
@@ -31,11 +30,11 @@ class RnnCliGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         debug = ctx.params.get("debug") or os.environ.get("RNNCLI_DEBUG") == "1"
         previous: dict[int, Any] = {}
-        _INTERRUPTED.clear()
+        _SIGNALS_RECEIVED.clear()
         try:
             # inside the try: signal.signal() itself raises a KeyboardInterrupt that is already pending
-            if threading.current_thread() is threading.main_thread():
-                for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                with suppress(ValueError):  # handlers can only be set in the main thread
                     previous[signum] = signal.signal(signum, _on_signal)
             result = super().invoke(ctx)
             check_interrupted()
@@ -74,7 +73,7 @@ class RnnCliGroup(click.Group):
                 signal.signal(signum, handler)
 
 
-_INTERRUPTED = threading.Event()
+_SIGNALS_RECEIVED: list[int] = []  # set by the handler (always the main thread), read after each step
 
 
 def _print_traceback() -> None:
@@ -85,14 +84,14 @@ def _print_traceback() -> None:
 
 def _on_signal(signum: int, frame: object) -> None:
     """SIGINT and SIGTERM: remember it, then unwind (removing temporary files) as Ctrl-C does."""
-    _INTERRUPTED.set()
+    _SIGNALS_RECEIVED.append(signum)
     raise KeyboardInterrupt
 
 
 def check_interrupted() -> None:
     """Raise the interrupt again if one arrived: Python drops a KeyboardInterrupt raised inside a callback
     ("Exception ignored in …"), and a run must not then commit its outputs and exit 0."""
-    if _INTERRUPTED.is_set():
+    if _SIGNALS_RECEIVED:
         raise KeyboardInterrupt
 
 
@@ -103,6 +102,12 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):
         pass
+
+
+def _json_bytes(document: Any) -> bytes:
+    import json
+
+    return json.dumps(document, indent=2).encode() + b"\n"
 
 
 def _fail(message: str, code: int) -> None:
@@ -362,9 +367,7 @@ def run(input: str, **params: Any) -> None:
     loaded = None if shape else _read_input(input, params["from_"], params["key"], console, quiet)
     built = build_model(options, shape[1] if shape else as_sequences(loaded.array, loaded.source).shape[-1])
     if params["return_"] is None and built.return_mode:  # a .keras model's own return_sequences
-        from dataclasses import replace
-
-        settings = replace(settings, return_mode=built.return_mode)
+        settings = settings._replace(return_mode=built.return_mode)
     if params["save_state"]:
         check_state_file(built.model, params["save_state"])
     initial_state = load_state(params["initial_state"]) if params["initial_state"] else None
@@ -406,9 +409,7 @@ def run(input: str, **params: Any) -> None:
             kind = "npz" if isinstance(state, dict) else "npy"
             _write(params["save_state"], lambda fp: write_array(fp, state, kind), staged)
             facts.output["also"]["state"] = params["save_state"]
-        import json
-
-        document = json.dumps(facts.as_dict(), indent=2).encode() + b"\n" if params["summary_json"] else b""
+        document = _json_bytes(facts.as_dict()) if params["summary_json"] else b""
         if params["summary_json"] not in (None, "-"):
             _write(params["summary_json"], lambda fp: fp.write(document), staged)
         check_interrupted()  # before the staged outputs are renamed into place
@@ -497,9 +498,7 @@ def weights_inspect(file: str, as_json: bool, **params: Any) -> None:
 
     facts = describe(_open_weights(file, params))
     if as_json:
-        import json
-
-        document = json.dumps(facts, indent=2).encode() + b"\n"
+        document = _json_bytes(facts)
         _write("-", lambda fp: fp.write(document))
         return
     from rich.console import Console
@@ -586,9 +585,7 @@ def info(data: str, from_: str | None, key: str | None, as_json: bool) -> None:
     else:
         facts = describe_data(data, from_, key=key)
     if as_json:
-        import json
-
-        document = json.dumps(facts, indent=2).encode() + b"\n"
+        document = _json_bytes(facts)
         _write("-", lambda fp: fp.write(document))
         return
     from rich.console import Console
@@ -747,9 +744,7 @@ def batch(inputs: tuple[str, ...], **params: Any) -> None:
         )
     report = batch_report(plan, result, out_dir)
     if params["report"]:
-        import json
-
-        document = json.dumps(report, indent=2).encode() + b"\n"
+        document = _json_bytes(report)
         _write(params["report"], lambda fp: fp.write(document))
     if params["save_weights"] and result.built is not None:
         from .weights import save_format, save_weights

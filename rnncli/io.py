@@ -18,8 +18,7 @@ import tokenize
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Union
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple, Union
 
 import numpy as np
 
@@ -41,8 +40,7 @@ TEXT_EXPANSION = 5  # parsing text holds the bytes, the decoded lines, the joine
 HEADER_ERRORS = (ValueError, EOFError, UnicodeDecodeError, SyntaxError, TypeError, OverflowError, tokenize.TokenError)
 
 
-@dataclass(frozen=True)
-class LoadedArray:
+class LoadedArray(NamedTuple):
     """An array read from `source` (a path or "<stdin>") in format `fmt` ("npy", "npz", "csv")."""
 
     array: np.ndarray

@@ -8,8 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -38,8 +37,7 @@ SATURATION = 0.99
 _BOUNDED = {"tanh", "sigmoid", "hard_sigmoid", "softsign"}
 
 
-@dataclass(frozen=True)
-class ModelOptions:
+class ModelOptions(NamedTuple):
     """What the user asked for; None means "not given" (a default, or the weights file decides)."""
 
     units: tuple[int, ...] | None = None
@@ -60,15 +58,14 @@ class ModelOptions:
     weights: str | None = None
 
     def given(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        return {name: value for name, value in self._asdict().items() if value is not None}
 
 
 DEFAULT_UNITS = 64
 _RANDOM_ONLY = ("init", "seed", "spectral_radius", "input_scaling", "density")
 
 
-@dataclass(frozen=True)
-class BuiltModel:
+class BuiltModel(NamedTuple):
     """A model and where its weights came from ("init keras, seed 0" or the weights file).
 
     `return_mode` is the model's own output choice ("final" for a Keras model whose last layer has
@@ -240,15 +237,16 @@ def output_statistics(array: np.ndarray, activation: str) -> dict[str, Any]:
     return stats.result()
 
 
-@dataclass
 class RunFacts:
     """Everything a summary shows; `as_dict` is the --summary-json document."""
 
-    input: dict[str, Any]
-    model: dict[str, Any]
-    output: dict[str, Any] = field(default_factory=dict)
-    timing: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
+    __slots__ = ("input", "model", "output", "timing", "warnings")
+
+    def __init__(self, input: dict[str, Any], model: dict[str, Any]) -> None:
+        self.input, self.model = input, model
+        self.output: dict[str, Any] = {}
+        self.timing: dict[str, Any] = {}
+        self.warnings: list[str] = []
 
     def as_dict(self) -> dict[str, Any]:
         from . import __version__
@@ -313,10 +311,10 @@ def saturation_hint(stats: dict[str, Any], origin: str) -> str | None:
 
 
 NAN_POLICIES = ("error", "warn", "ignore")
+RETURN_MODES = ("sequence", "final", "both")
 
 
-@dataclass(frozen=True)
-class RunSettings:
+class RunSettings(NamedTuple):
     """How to run and what to return: "sequence", "final" or "both"; `time_major` 3-D layout.
 
     `nan_policy` decides what NaN/Inf in the input or the output do: "error" stops the run before
@@ -327,9 +325,12 @@ class RunSettings:
     time_major: bool = False
     nan_policy: str = "warn"
 
-    def __post_init__(self) -> None:
-        if self.nan_policy not in NAN_POLICIES:
-            raise UsageError(f"unknown NaN policy '{self.nan_policy}'; choose one of {', '.join(NAN_POLICIES)}")
+
+def _check_settings(settings: RunSettings) -> None:
+    if settings.nan_policy not in NAN_POLICIES:
+        raise UsageError(f"unknown NaN policy '{settings.nan_policy}'; choose one of {', '.join(NAN_POLICIES)}")
+    if settings.return_mode not in RETURN_MODES:
+        raise UsageError(f"unknown return mode '{settings.return_mode}'; choose one of {', '.join(RETURN_MODES)}")
 
 
 def check_working_memory(model: RNN | Stack, steps: int, batch: int, source: str) -> None:
@@ -394,8 +395,7 @@ def _refuse_nonfinite_output(sequence: np.ndarray, settings: RunSettings) -> Non
         )
 
 
-@dataclass
-class RunResult:
+class RunResult(NamedTuple):
     """A finished forward pass: `items` still to be written (empty when streamed), the state, the facts."""
 
     items: dict[str, np.ndarray]
@@ -473,6 +473,7 @@ def run_loaded(
     lengths: np.ndarray | None = None,
 ) -> RunResult:
     """Run a built model over a loaded array; returns the outputs asked for and the run's facts."""
+    _check_settings(settings)
     x = as_sequences(loaded.array, loaded.source)
     facts = _start_facts(built, loaded.source, loaded.fmt, loaded.key, loaded.array.shape, loaded.array.dtype)
     steps, batch = (x.shape[0], 1) if x.ndim == 2 else x.shape[:2] if settings.time_major else x.shape[1::-1]
@@ -541,6 +542,7 @@ def run_streamed(
     """
     from . import model as model_module
 
+    _check_settings(settings)
     model = built.model
     block_steps = model_module.BLOCK_STEPS
     text = (fmt or format_from_name(source)) == "csv"
