@@ -39,13 +39,14 @@ enum { ACT_TANH = 0, ACT_RELU = 1, ACT_SIGMOID = 2, ACT_LINEAR = 3 };
 
 typedef struct {
     Py_ssize_t nsteps, B, H;
+    Py_ssize_t ts, bs; /* element strides of buf between steps, batch rows */
     int act;
     int reverse;
     int do_clip;
     int do_leak;
     double clip;
     double leak;
-    void *buf;     /* (T, B, H), read and written */
+    void *buf;     /* (T, B, H), rows of H contiguous; read and written */
     const void *U; /* (H, H), read only */
     void *h;       /* (B, H), read and written */
 } job_t;
@@ -96,7 +97,7 @@ scratch_free(void *ptr)
         const T om = (T)(1.0 - jb->leak);                                     \
         T *h0;                                                                \
         const T *hprev;                                                       \
-        Py_ssize_t s, b, i, j;                                                \
+        Py_ssize_t s, b, i, j, hs;                                            \
         if (TT == 0 || B == 0 || H == 0) {                                    \
             return 0;                                                         \
         }                                                                     \
@@ -107,12 +108,13 @@ scratch_free(void *ptr)
         }                                                                     \
         memcpy(h0, hout, (size_t)(B * H) * sizeof(T));                        \
         hprev = h0;                                                           \
+        hs = H; /* h0, then rows of buf */                                    \
         for (s = 0; s < TT; s++) {                                            \
             const Py_ssize_t t = jb->reverse ? TT - 1 - s : s;                \
-            T *out = buf + t * B * H;                                         \
+            T *out = buf + t * jb->ts;                                        \
             for (b = 0; b < B; b++) {                                         \
-                const T *hp = hprev + b * H;                                  \
-                T *o = out + b * H;                                           \
+                const T *hp = hprev + b * hs;                                 \
+                T *o = out + b * jb->bs;                                      \
                 for (i = 0; i < H; i++) {                                     \
                     const T *u = U + i * H;                                   \
                     T acc = o[i], v;                                          \
@@ -136,8 +138,11 @@ scratch_free(void *ptr)
                 }                                                             \
             }                                                                 \
             hprev = out;                                                      \
+            hs = jb->bs;                                                      \
         }                                                                     \
-        memcpy(hout, hprev, (size_t)(B * H) * sizeof(T));                     \
+        for (b = 0; b < B; b++) {                                             \
+            memcpy(hout + b * H, hprev + b * hs, (size_t)H * sizeof(T));      \
+        }                                                                     \
         scratch_free(h0);                                                     \
         return 0;                                                             \
     }
@@ -364,6 +369,7 @@ DEFINE_VTYPES(64)
         const job_t *jb;                                                      \
         const T *Ut;                                                          \
         Py_ssize_t H;                                                         \
+        Py_ssize_t os, hs; /* row strides of out and of hprev */              \
     } ctx_##SFX;                                                              \
                                                                               \
     INLINE void tile_##SFX(const ctx_##SFX *cx, T *out, const T *hprev,       \
@@ -381,7 +387,8 @@ DEFINE_VTYPES(64)
         {                                                                     \
             RNN_UNROLL for (c = 0; c < CT; c++)                               \
             {                                                                 \
-                vload_##SFX(&acc[0][r][c], out + (b0 + r) * H + (v0 + c) * L, \
+                vload_##SFX(&acc[0][r][c],                                    \
+                            out + (b0 + r) * cx->os + (v0 + c) * L,           \
                             H - (v0 + c) * L);                                \
                 RNN_UNROLL for (k = 1; k < KS; k++)                           \
                 {                                                             \
@@ -400,7 +407,7 @@ DEFINE_VTYPES(64)
                 }                                                             \
                 RNN_UNROLL for (r = 0; r < RB; r++)                           \
                 {                                                             \
-                    const T hj = hprev[(b0 + r) * H + j + k];                 \
+                    const T hj = hprev[(b0 + r) * cx->hs + j + k];            \
                     RNN_UNROLL for (c = 0; c < CT; c++)                       \
                     {                                                         \
                         acc[k][r][c] += uv[c] * hj;                           \
@@ -412,7 +419,7 @@ DEFINE_VTYPES(64)
             const T *u = Ut + j * (CT * L);                                   \
             RNN_UNROLL for (r = 0; r < RB; r++)                               \
             {                                                                 \
-                const T hj = hprev[(b0 + r) * H + j];                         \
+                const T hj = hprev[(b0 + r) * cx->hs + j];                    \
                 RNN_UNROLL for (c = 0; c < CT; c++)                           \
                 {                                                             \
                     VF uv;                                                    \
@@ -430,9 +437,10 @@ DEFINE_VTYPES(64)
                 {                                                             \
                     acc[0][r][c] += acc[k][r][c];                             \
                 }                                                             \
-                epilogue_##SFX(&acc[0][r][c], hprev + (b0 + r) * H + col,     \
-                               H - col, cx->jb);                              \
-                vstore_##SFX(out + (b0 + r) * H + col, &acc[0][r][c],         \
+                epilogue_##SFX(&acc[0][r][c],                                 \
+                               hprev + (b0 + r) * cx->hs + col, H - col,      \
+                               cx->jb);                                       \
+                vstore_##SFX(out + (b0 + r) * cx->os + col, &acc[0][r][c],    \
                              H - col);                                        \
             }                                                                 \
         }                                                                     \
@@ -537,10 +545,12 @@ DEFINE_VTYPES(64)
         cx.jb = jb;                                                           \
         cx.Ut = Ut;                                                           \
         cx.H = H;                                                             \
+        cx.os = jb->bs;                                                       \
+        cx.hs = H; /* h0, then rows of buf */                                 \
         hprev = h0;                                                           \
         for (s = 0; s < TT; s++) {                                            \
             const Py_ssize_t t = jb->reverse ? TT - 1 - s : s;                \
-            T *out = buf + t * B * H;                                         \
+            T *out = buf + t * jb->ts;                                        \
             if (B < RB) {                                                     \
                 for (b0 = 0; b0 < B; b0++) {                                  \
                     row_##SFX(&cx, out, hprev, b0, CT1, KS1);                 \
@@ -550,8 +560,12 @@ DEFINE_VTYPES(64)
                 batch_##SFX(&cx, out, hprev, B, RB, CTN);                     \
             }                                                                 \
             hprev = out;                                                      \
+            cx.hs = jb->bs;                                                   \
         }                                                                     \
-        memcpy(jb->h, hprev, (size_t)(B * H) * sizeof(T));                    \
+        for (b0 = 0; b0 < B; b0++) {                                          \
+            memcpy((T *)jb->h + b0 * H, hprev + b0 * cx.hs,                   \
+                   (size_t)H * sizeof(T));                                    \
+        }                                                                     \
         scratch_free(Ut);                                                     \
         return 0;                                                             \
     }
@@ -722,12 +736,15 @@ shape_str(const Py_buffer *v)
     return res;
 }
 
-/* Export `obj` into `view` and check ndim, C order and writability.
- * Shapes and dtypes are checked later, across the three arrays. */
+/* Export `obj` into `view` and check ndim, layout and writability: C
+ * order, or with rows_only, contiguous rows at any whole-element strides
+ * (a transposed view).  Shapes and dtypes are checked later, across the
+ * three arrays. */
 static int
 get_array(PyObject *obj, Py_buffer *view, const char *name, int ndim,
-          const char *dims, int writable)
+          const char *dims, int writable, int rows_only)
 {
+    int i, laid_out;
     if (PyObject_GetBuffer(obj, view, PyBUF_RECORDS_RO) < 0) {
         PyErr_Clear();
         PyErr_Format(PyExc_TypeError,
@@ -747,13 +764,24 @@ get_array(PyObject *obj, Py_buffer *view, const char *name, int ndim,
         PyBuffer_Release(view);
         return -1;
     }
-    if (!PyBuffer_IsContiguous(view, 'C')) {
+    laid_out = PyBuffer_IsContiguous(view, 'C');
+    if (rows_only && !laid_out) { /* strides of size-1 axes are never used */
+        laid_out = view->shape[ndim - 1] <= 1 ||
+                   view->strides[ndim - 1] == view->itemsize;
+        for (i = 0; i < ndim - 1; i++) {
+            laid_out = laid_out && (view->shape[i] <= 1 ||
+                                    view->strides[i] % view->itemsize == 0);
+        }
+    }
+    if (!laid_out) {
         PyObject *sh = shape_str(view);
         if (sh != NULL) {
             PyErr_Format(PyExc_ValueError,
-                         "recur: %s of shape %U must be C-contiguous "
+                         "recur: %s of shape %U must be %s "
                          "(use numpy.ascontiguousarray)",
-                         name, sh);
+                         name, sh,
+                         rows_only ? "made of contiguous rows"
+                                   : "C-contiguous");
             Py_DECREF(sh);
         }
         PyBuffer_Release(view);
@@ -791,7 +819,9 @@ PyDoc_STRVAR(recur_doc,
 "\n"
 "Run the simple-RNN recurrence in place; returns None.\n"
 "\n"
-"buf: (T, B, H) float32/float64, C-contiguous, writable. On entry\n"
+"buf: (T, B, H) float32/float64, writable, rows of H contiguous (any\n"
+"     strides between steps and batch rows: a batch-first (B, T, H) array\n"
+"     transposed to (T, B, H) works in place). On entry\n"
 "     buf[t, b] = x[t, b] @ W_ih.T + bias; on return the outputs.\n"
 "U:   (H, H) same dtype, C-contiguous: W_hh in PyTorch layout.\n"
 "h:   (B, H) same dtype, C-contiguous, writable: initial state on entry,\n"
@@ -831,14 +861,14 @@ kernel_recur(PyObject *self, PyObject *args, PyObject *kwargs)
                      act);
         return NULL;
     }
-    if (get_array(obuf, &vb, "buf", 3, "(T, B, H)", 1) < 0) {
+    if (get_array(obuf, &vb, "buf", 3, "(T, B, H)", 1, 1) < 0) {
         return NULL;
     }
-    if (get_array(oU, &vu, "U", 2, "(H, H)", 0) < 0) {
+    if (get_array(oU, &vu, "U", 2, "(H, H)", 0, 0) < 0) {
         PyBuffer_Release(&vb);
         return NULL;
     }
-    if (get_array(oh, &vh, "h", 2, "(B, H)", 1) < 0) {
+    if (get_array(oh, &vh, "h", 2, "(B, H)", 1, 0) < 0) {
         PyBuffer_Release(&vb);
         PyBuffer_Release(&vu);
         return NULL;
@@ -860,6 +890,8 @@ kernel_recur(PyObject *self, PyObject *args, PyObject *kwargs)
     jb.nsteps = vb.shape[0];
     jb.B = vb.shape[1];
     jb.H = vb.shape[2];
+    jb.ts = vb.strides[0] / vb.itemsize;
+    jb.bs = vb.strides[1] / vb.itemsize;
     jb.act = act;
     jb.reverse = reverse;
     jb.do_clip = clip > 0.0;

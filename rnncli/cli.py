@@ -600,7 +600,7 @@ def _run_stream(source: str, options: Any, params: dict[str, Any]) -> None:
     from .io import open_input, write_array
     from .pipeline import check_state_file, load_state, state_to_save
     from .stream import open_stream, stream_rows
-    from .summary import stderr_console
+    from .summary import render_warnings, stderr_console
 
     refused = {
         "-o FILE": params["output"] != "-",
@@ -612,7 +612,6 @@ def _run_stream(source: str, options: Any, params: dict[str, Any]) -> None:
         "--key": params["key"],
         "--show": params["show"],
         "--summary-json": params["summary_json"],
-        "--on-nan error": params["on_nan"] == "error",
     }
     if any(refused.values()):
         given = ", ".join(flag for flag, on in refused.items() if on)
@@ -631,7 +630,15 @@ def _run_stream(source: str, options: Any, params: dict[str, Any]) -> None:
             fmt = save_format(params["save_weights"])
             _write(params["save_weights"], lambda fp: save_weights(built.model, fp, fmt))
         initial_state = load_state(params["initial_state"]) if params["initial_state"] else None
-        facts = stream_rows(built.model, rows, _StdoutWriter(sys.stdout.buffer), initial_state)
+        facts = stream_rows(
+            built.model,
+            rows,
+            _StdoutWriter(sys.stdout.buffer),
+            initial_state,
+            name=name,
+            nan_policy=params["on_nan"],
+            warn=lambda message: render_warnings(console, [message]),
+        )
     if params["save_state"]:
         state = state_to_save(facts.last.state, params["save_state"])
         _write(params["save_state"], lambda fp: write_array(fp, state, "npz" if isinstance(state, dict) else "npy"))

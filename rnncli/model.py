@@ -503,10 +503,8 @@ def _recur(
     code = _KERNEL_ACTIVATIONS.get(model.activation)
     batch, units = by_step.shape[1:]
     if _kernel is not None and code is not None and lengths is None and _kernel_wins(batch, units):
-        contiguous = by_step if by_step.flags.c_contiguous else np.ascontiguousarray(by_step)  # batch-first B > 1
-        _kernel.recur(contiguous, w_hh, h, code, model.clip or 0.0, model.leak, reverse)
-        if contiguous is not by_step:
-            by_step[...] = contiguous
+        # in place, also on a batch-first buffer (the kernel takes any strides between rows)
+        _kernel.recur(by_step, w_hh, h, code, model.clip or 0.0, model.leak, reverse)
         return
     _recur_numpy(by_step, w_hh, h, ACTIVATIONS[model.activation], model.clip, model.leak, reverse, lengths)
 

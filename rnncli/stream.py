@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import BinaryIO
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -96,13 +95,14 @@ def open_stream(options: ModelOptions, lines: Iterable[bytes], name: str) -> tup
     return built, itertools.chain([first], rows)
 
 
-@dataclass(frozen=True)
-class StreamFacts:
-    """A finished stream: rows processed, seconds spent computing and formatting, the last output."""
+class StreamFacts(NamedTuple):
+    """A finished stream: rows processed, seconds spent computing and formatting, the last output,
+    and how many input rows held NaN or Inf."""
 
     rows: int
     seconds: float
     last: Output | None
+    nonfinite_rows: int
 
 
 def stream_rows(
@@ -110,17 +110,32 @@ def stream_rows(
     rows: Iterable[np.ndarray],
     sink: BinaryIO,
     initial_state: np.ndarray | Sequence[np.ndarray] | None = None,
+    *,
+    name: str = "<stdin>",
+    nan_policy: str = "warn",
+    warn: Callable[[str], None] | None = None,
 ) -> StreamFacts:
     """Run each (F,) row as it arrives, carrying the state, and write its output row to `sink` as CSV.
 
     Every line is flushed as soon as it is written. The output row of a forward-only model is
     also its running final state, so `--return sequence` and `--return final` stream the same rows.
     Digits as in rnncli's CSV files: enough to read back the same float32/float64 numbers.
+    A row holding NaN/Inf stops the stream under `nan_policy` "error" (the rows before it are out);
+    under "warn" the first such row is reported through `warn` as it arrives.
     """
     check_streamable(model)
     digits = "%.17g" if model.dtype == np.float64 else "%.9g"
-    state, output, count, busy = initial_state, None, 0, 0.0
+    state, output, count, busy, nonfinite = initial_state, None, 0, 0.0, 0
     for row in rows:
+        if nan_policy != "ignore" and not np.isfinite(row).all():
+            nonfinite += 1
+            if nan_policy == "error":
+                raise InputError(
+                    f"{name}: data row {count + 1} holds NaN or Inf and --on-nan error stops there; "
+                    "clean the data, or use --on-nan warn"
+                )
+            if nonfinite == 1 and warn is not None:
+                warn(f"{name}: data row {count + 1} holds NaN or Inf; it propagates through the state to later rows")
         start = time.perf_counter()
         output = model.forward(row[None, :], initial_state=state)
         state = output.state
@@ -129,4 +144,4 @@ def stream_rows(
         sink.write(line.encode())
         sink.flush()
         count += 1
-    return StreamFacts(count, busy, output)
+    return StreamFacts(count, busy, output, nonfinite)

@@ -133,6 +133,27 @@ def test_long_sequences_all_tile_shapes(name, dtype, hidden, batch):
 
 
 @pytest.mark.parametrize("name", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("batch", "hidden"), [(1, 5), (3, 16), (4, 17), (9, 40), (2, 1)])
+def test_strided_buffers_run_in_place_like_contiguous_ones(name, dtype, batch, hidden):
+    # a batch-first (B, T, H) buffer seen as (T, B, H), and one with padded rows: no copies needed
+    buf, u, h = keras_problem(30, batch, hidden, dtype, seed=batch * 7 + hidden)
+    batch_first = np.ascontiguousarray(buf.transpose(1, 0, 2))
+    padded = np.zeros((buf.shape[0], batch, hidden + 3), dtype)
+    padded[:, :, :hidden] = buf
+    with isa(name):
+        want_out, want_h = run_and_check(buf, u, h, TANH, leak=0.5)
+        h_batch_first, h_padded = h.copy(), h.copy()
+        _kernel.recur(batch_first.transpose(1, 0, 2), u, h_batch_first, TANH, 0.0, 0.5, False)
+        _kernel.recur(padded[:, :, :hidden], u, h_padded, TANH, 0.0, 0.5, False)
+    np.testing.assert_array_equal(batch_first.transpose(1, 0, 2), want_out)
+    np.testing.assert_array_equal(padded[:, :, :hidden], want_out)
+    np.testing.assert_array_equal(padded[:, :, hidden:], 0)  # nothing written between rows
+    np.testing.assert_array_equal(h_batch_first, want_h)
+    np.testing.assert_array_equal(h_padded, want_h)
+
+
+@pytest.mark.parametrize("name", ISAS)
 def test_float64_matches_numpy_own_loop_to_1e12(name):
     # against numpy's own float64 loop (np.tanh, BLAS dot), not just our reference
     buf, u, h = keras_problem(30, 3, 48, np.float64, seed=7)
@@ -381,10 +402,10 @@ def test_non_buffer_argument():
         _kernel.recur(buf.tolist(), u, h, TANH, 0.0, 1.0, False)
 
 
-def test_non_contiguous_buf():
+def test_buf_rows_must_be_contiguous():
     buf, u, h = good_args()
     wide = np.zeros((*buf.shape[:2], 8), buf.dtype)
-    with pytest.raises(ValueError, match=r"buf of shape \(3, 2, 4\) must be C-contiguous"):
+    with pytest.raises(ValueError, match=r"buf of shape \(3, 2, 4\) must be made of contiguous rows"):
         _kernel.recur(wide[:, :, ::2], u, h, TANH, 0.0, 1.0, False)
 
 
