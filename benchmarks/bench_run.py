@@ -4,6 +4,7 @@
     python benchmarks/bench_run.py                      # everything rnncli can run; peers when importable
     python benchmarks/bench_run.py --peer-python /path/to/python-with-torch-and-onnxruntime
     python benchmarks/bench_run.py --only startup,memory
+    python benchmarks/bench_run.py --only whole --workdir /dev/shm   # files in memory: no disk in the figures
 
 Every figure is the median of --repeats runs, interleaved so machine noise hits all contenders alike.
 Whole-process rows time `rnncli run x.npy --weights w.npz -o y.npy` against a short script doing the same
@@ -284,6 +285,9 @@ def main() -> None:
     parser.add_argument("--dtypes", default="float32,float64")
     parser.add_argument("--only", default="machine,whole,kernels,startup,memory")
     parser.add_argument("--memory-steps", type=int, default=16_777_216, help="2 GiB of float32 at F=32")
+    parser.add_argument(
+        "--workdir", help="where inputs and outputs go (default: the system's temp dir); /dev/shm takes the disk out"
+    )
     args = parser.parse_args()
     args.dtypes = args.dtypes.split(",")
     sections = args.only.split(",")
@@ -309,7 +313,7 @@ def main() -> None:
         )
         versions = subprocess.run([args.peer_python, "-c", probe], capture_output=True, text=True).stdout.split("\n")
         print("- peers: " + ", ".join(v for v in versions if v) + "\n")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         directory = Path(tmp)
         if "whole" in sections:
             peers = peers_available(args.peer_python)

@@ -21,7 +21,15 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .errors import InputError, MissingExtraError, RnnCliError, UsageError
-from .pipeline import BuiltModel, ModelOptions, RunSettings, build_model, describe_model, process_file
+from .pipeline import (
+    BuiltModel,
+    ModelOptions,
+    RunSettings,
+    build_model,
+    describe_model,
+    process_file,
+    weights_settings,
+)
 
 EXTENSIONS = {"npy": ".npy", "npz": ".npz", "csv": ".csv"}
 GLOB_CHARACTERS = "*?["
@@ -231,24 +239,27 @@ def build_batch_model(
 ) -> tuple[BuiltModel | None, str | None, dict[str, str]]:
     """The one model for every file, the file its feature count came from, and why inputs before it failed.
 
-    With --weights the weights file decides the feature count. Random weights take it from the
-    first readable one of `inputs`: pass every input of the batch (all shards, finished ones too)
-    so that every shard and every rerun builds the same model. The model is None when no input is
-    readable; the reasons then cover them all.
+    With --weights the weights file decides the feature count (the first readable input only helps
+    order a Keras .weights.h5's layers) and the options complete what the file does not record.
+    Random weights take it from the first readable one of `inputs`: pass every input of the batch
+    (all shards, finished ones too) so that every shard and every rerun builds the same model. The
+    model is None when no input is readable; the reasons then cover them all.
     """
-    from .weights import load_weights
-
-    if options.weights is not None:
-        return build_model(options, load_weights(options.weights).input_size), options.weights, {}
-    unreadable = {}
+    unreadable, features, features_from = {}, None, None
     for source in inputs:
         try:
-            features = feature_count(source, settings.in_fmt, settings.key)
+            features, features_from = feature_count(source, settings.in_fmt, settings.key), source
+            break
         except RnnCliError as exc:
             unreadable[source] = _naming(source, str(exc))
-            continue
-        return build_model(options, features), source, unreadable
-    return None, None, unreadable
+    if options.weights is not None:  # files that do not fit it fail one by one, when they run
+        from .weights import load_weights
+
+        model = load_weights(options.weights, settings=weights_settings(options), input_size=features)
+        return build_model(options, model.input_size), options.weights, {}
+    if features is None:
+        return None, None, unreadable
+    return build_model(options, features), features_from, unreadable
 
 
 @dataclass

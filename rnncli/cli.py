@@ -294,7 +294,8 @@ def _model_options(params: dict[str, Any]) -> Any:
     type=click.Choice(["error", "warn", "ignore"]),
     default="warn",
     show_default=True,
-    help="NaN/Inf in the input or output: stop the run (exit 1, nothing written), warn, or say nothing.",
+    help="NaN/Inf in the input or output: stop the run (exit 1, nothing written; --stream stops at the row), "
+    "warn, or say nothing.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr (warnings and errors still show).")
 @click.option("--show", is_flag=True, help="Draw a heatmap of the output (units × time) on stderr.")

@@ -119,11 +119,9 @@ def build_model(options: ModelOptions, input_size: int) -> BuiltModel:
         raise UsageError(f"{flags} shape random weights; they do not apply with --weights {options.weights}")
     # Any format (.npz, .safetensors, .pt, .keras, .weights.h5, .onnx); the settings options fill in what the
     # file does not record and must agree with what it does (weights.assemble says so otherwise).
-    from .weights import SETTINGS, open_weights  # weight formats load only when a weights file is given
+    from .weights import open_weights  # weight formats load only when a weights file is given
 
-    loaded = open_weights(
-        options.weights, settings={name: getattr(options, name) for name in SETTINGS}, input_size=input_size
-    )
+    loaded = open_weights(options.weights, settings=weights_settings(options), input_size=input_size)
     model = loaded.model
     if options.dtype:
         model = model.astype(options.dtype)
@@ -135,6 +133,13 @@ def build_model(options: ModelOptions, input_size: int) -> BuiltModel:
         )
     origin = f"weights {options.weights}" + ("" if loaded.fmt in ("npz", "safetensors") else f" ({loaded.fmt})")
     return BuiltModel(model, origin, weights=options.weights, return_mode=loaded.return_mode)
+
+
+def weights_settings(options: ModelOptions) -> dict[str, Any]:
+    """The options that complete what a weights file does not record (activation, merge, …)."""
+    from .weights import SETTINGS
+
+    return {name: getattr(options, name) for name in SETTINGS}
 
 
 def _check_agrees(model: RNN, options: ModelOptions) -> None:

@@ -108,6 +108,23 @@ def test_weights_decide_the_features(data):
     assert "data/s001.npy: the model takes 4 input features but the data has 3" in result.stderr
 
 
+def test_weights_files_take_the_settings_they_do_not_record(tmp_path, monkeypatch):
+    # a .weights.h5 stores no merge mode: without --merge sum its layers do not chain, with it they do
+    monkeypatch.chdir(tmp_path)
+    models = Path(__file__).parent / "fixtures" / "models"
+    with np.load(models / "keras_bi_sum.expected.npz", allow_pickle=False) as golden:
+        x, keras_output = golden["x"], golden["keras_output"]
+    for i in range(2):
+        np.save(f"x{i}.npy", x)
+    weights = ["--weights", models / "keras_bi_sum.weights.h5"]
+    refused = invoke("batch", "x0.npy", "x1.npy", "--out-dir", "o1", *weights)
+    assert refused.exit_code == 1 and "no order of the layers chains their shapes" in refused.stderr
+    done = invoke("batch", "x0.npy", "x1.npy", "--out-dir", "o2", *weights, "--merge", "sum", "--return", "final")
+    assert done.exit_code == 0
+    for i in range(2):
+        np.testing.assert_allclose(np.load(f"o2/x{i}.npy"), keras_output, rtol=0, atol=1e-5)
+
+
 def test_saved_weights_repeat_the_batch(data):
     invoke("batch", "data/s00*.npy", "--out-dir", "o", "--init", "torch", "--save-weights", "w.npz", "-q")
     single = invoke("run", "data/s003.npy", "--weights", "w.npz", "-q")
