@@ -31,6 +31,8 @@ class RnnCliGroup(click.Group):
         debug = ctx.params.get("debug") or os.environ.get("RNNCLI_DEBUG") == "1"
         previous: dict[int, Any] = {}
         _SIGNALS_RECEIVED.clear()
+        unraisable_hook = sys.unraisablehook
+        sys.unraisablehook = lambda report: _report_unraisable(report, unraisable_hook)
         try:
             # inside the try: signal.signal() itself raises a KeyboardInterrupt that is already pending
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -71,6 +73,7 @@ class RnnCliGroup(click.Group):
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            sys.unraisablehook = unraisable_hook
 
 
 _SIGNALS_RECEIVED: list[int] = []  # set by the handler (always the main thread), read after each step
@@ -86,6 +89,13 @@ def _on_signal(signum: int, frame: object) -> None:
     """SIGINT and SIGTERM: remember it, then unwind (removing temporary files) as Ctrl-C does."""
     _SIGNALS_RECEIVED.append(signum)
     raise KeyboardInterrupt
+
+
+def _report_unraisable(report: Any, hook: Callable[[Any], None]) -> None:
+    """Our interrupt raised inside a callback Python cannot unwind (a weakref callback during an
+    import) is dropped silently: check_interrupted() raises it again. Anything else goes to `hook`."""
+    if not (issubclass(report.exc_type, KeyboardInterrupt) and _SIGNALS_RECEIVED):
+        hook(report)
 
 
 def check_interrupted() -> None:
@@ -247,6 +257,15 @@ def _model_options(params: dict[str, Any]) -> Any:
     )
 
 
+return_option = click.option(
+    "--return",
+    "return_",
+    type=click.Choice(["sequence", "final", "both"]),
+    help="Every timestep's output, the final one, or both (an .npz with 'sequence' and 'final'). "
+    "[default: sequence, or what a .keras model's last layer returns]",
+)
+
+
 @main.command()
 @click.argument("input", metavar="INPUT")
 @model_options
@@ -271,13 +290,7 @@ def _model_options(params: dict[str, Any]) -> Any:
     type=click.Path(dir_okay=False),
     help="Write the weights used (.npz or .safetensors, PyTorch names + settings) to repeat or ship the run.",
 )
-@click.option(
-    "--return",
-    "return_",
-    type=click.Choice(["sequence", "final", "both"]),
-    help="Every timestep's output, the final one, or both (an .npz with 'sequence' and 'final'). "
-    "[default: sequence, or what a .keras model's last layer returns]",
-)
+@return_option
 @click.option("-o", "--output", default="-", show_default=True, help="Output file; - is stdout.")
 @click.option(
     "--to", "to", type=click.Choice(FORMAT_NAMES), help="Output format. [default: from -o's extension; npy on stdout]"
@@ -665,13 +678,7 @@ def _run_stream(source: str, options: Any, params: dict[str, Any]) -> None:
 )
 @model_options
 @click.option("--time-major", is_flag=True, help="3-D inputs are (timesteps, batch, features), and so are outputs.")
-@click.option(
-    "--return",
-    "return_",
-    type=click.Choice(["sequence", "final", "both"]),
-    help="Every timestep's output, the final one, or both (an .npz with 'sequence' and 'final'). "
-    "[default: sequence, or what a .keras model's last layer returns]",
-)
+@return_option
 @click.option("--to", "to", type=click.Choice(FORMAT_NAMES), help="Output format [default: npy; npz for --return both]")
 @click.option(
     "--from", "from_", type=click.Choice(FORMAT_NAMES), help="Input format of every file. [default: from the extension]"

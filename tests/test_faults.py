@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -180,6 +181,33 @@ def long_input(tmp_path_factory):
     path = tmp_path_factory.mktemp("long") / "long.npy"
     np.save(path, np.random.default_rng(0).standard_normal((2_000_000, 3)).astype(np.float32))
     return path
+
+
+def test_an_interrupt_python_cannot_unwind_is_quiet_and_still_stops_the_run(tmp_path, monkeypatch, sample_npy):
+    # A signal that lands in a weakref callback (as during an import) raises where Python can only
+    # report "Exception ignored"; the run must stay quiet, keep going to its check, and commit nothing.
+    from rnncli import cli, pipeline
+
+    build_model = pipeline.build_model
+
+    def interrupted_build(*args, **kwargs):
+        class Thing:
+            pass
+
+        thing = Thing()
+        alive = weakref.ref(thing, lambda _: cli._on_signal(signal.SIGINT, None))
+        del thing  # the callback runs here; its KeyboardInterrupt cannot propagate
+        assert alive() is None
+        return build_model(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "build_model", interrupted_build)
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)  # Python's own, not pytest's
+    out = tmp_path / "out.npy"
+    out.write_bytes(PRECIOUS)
+    result = CliRunner().invoke(main, ["run", str(sample_npy), "--units", "4", "-o", str(out)])
+    assert result.exit_code == 130
+    assert result.stderr == "rnncli: error: interrupted; no partial output was left\n"
+    assert out.read_bytes() == PRECIOUS and parts(tmp_path) == []
 
 
 @needs_proc
