@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -26,6 +26,14 @@ FORMAT_NAMES = ("npy", "npz", "csv")
 
 class RnnCliGroup(click.Group):
     """Maps rnncli's errors, interrupts and broken pipes to messages and exit codes, once for all commands."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # plain `rnncli`: the help
+        except click.UsageError as exc:  # `rnncli --bogus`: one line, like a command's bad option
+            _fail(f"{exc.format_message()} (see '{ctx.command_path} --help')", exc.exit_code)
 
     def invoke(self, ctx: click.Context) -> Any:
         debug = ctx.params.get("debug") or os.environ.get("RNNCLI_DEBUG") == "1"
@@ -120,7 +128,7 @@ def _json_bytes(document: Any) -> bytes:
     return json.dumps(document, indent=2).encode() + b"\n"
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int) -> NoReturn:
     # one line whatever the message holds (file names and cells from hostile files are escaped)
     click.echo(f"rnncli: error: {printable(message, None)}", err=True)
     raise click.exceptions.Exit(code)

@@ -219,6 +219,18 @@ def test_bad_options_exit_2_with_one_line(workdir, sample_npy, args, pattern):
     assert re.search(pattern, the_line(result)), the_line(result)
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bogus"], "rnncli: error: No such option '--bogus'. (see 'rnncli --help')\n"),
+        (["bogus"], "rnncli: error: No such command 'bogus'. (see 'rnncli --help')\n"),
+    ],
+)
+def test_bad_top_level_usage_is_one_line_too(args, message):
+    result = CliRunner().invoke(main, args, prog_name="rnncli")
+    assert result.exit_code == 2 and result.stderr == message and result.stdout == ""
+
+
 def test_memory_guard_refuses_the_working_set_with_its_estimate(workdir, sample_npy, monkeypatch):
     """A model that fits but whose forward pass would not: refused before allocating (exit 2), with numbers."""
     monkeypatch.setattr("rnncli.pipeline.memory_budget", lambda: 1 << 20)
