@@ -386,7 +386,7 @@ def run(input: str, **params: Any) -> None:
 
     # A 1-D/2-D .npy or a CSV file is streamed block by block (bounded memory); everything else is read whole.
     shape = streamable_shape(input, params["from_"], params["key"])
-    loaded = None if shape else _read_input(input, params["from_"], params["key"], console, quiet)
+    loaded = None if shape else _read_input(input, params["from_"], params["key"], console)
     built = build_model(options, shape[1] if shape else as_sequences(loaded.array, loaded.source).shape[-1])
     if params["return_"] is None and built.return_mode:  # a .keras model's own return_sequences
         settings = settings._replace(return_mode=built.return_mode)
@@ -408,7 +408,7 @@ def run(input: str, **params: Any) -> None:
             run = _write(output, stream_to, staged)
         else:
             if loaded is None:
-                loaded = _read_input(input, params["from_"], params["key"], console, quiet)
+                loaded = _read_input(input, params["from_"], params["key"], console)
             run = run_loaded(built, loaded, settings, initial_state=initial_state, lengths=lengths)
             if preview:
                 for name, value in run.items.items():
@@ -641,7 +641,7 @@ def _run_stream(source: str, options: Any, params: dict[str, Any]) -> None:
     console, name = stderr_console(), "<stdin>" if source == "-" else source
     with ExitStack() as stack:
         lines = sys.stdin.buffer if source == "-" else stack.enter_context(open_input(source))
-        if source == "-" and not params["quiet"]:
+        if source == "-":
             _stdin_hint(console, "CSV rows")
         built, rows = open_stream(options, lines, name)
         if params["save_state"]:
@@ -746,7 +746,7 @@ def batch(inputs: tuple[str, ...], **params: Any) -> None:
         from .weights import save_format
 
         save_format(params["save_weights"])  # .npz or .safetensors: a usage error now, not after the batch
-    paths = expand_inputs(inputs, _read_list(params["from_list"], console, quiet) if params["from_list"] else [])
+    paths = expand_inputs(inputs, _read_list(params["from_list"], console) if params["from_list"] else [])
     plan = plan_batch(paths, out_dir, out_fmt, shard=shard, overwrite=params["overwrite"])
     if not quiet:
         _describe_plan(console, plan, out_dir)
@@ -788,13 +788,12 @@ def batch(inputs: tuple[str, ...], **params: Any) -> None:
         raise RnnCliError(f"{len(failed)} of {counts['files']} files failed ({shown}); the others were written")
 
 
-def _read_list(path: str, console: Any, quiet: bool) -> list[str]:
+def _read_list(path: str, console: Any) -> list[str]:
     """The paths of a --from-list file or stdin, one per line (bytes decoded as the filesystem does)."""
     from .errors import InputError
 
     if path == "-":
-        if not quiet:
-            _stdin_hint(console, "paths", "one per line")
+        _stdin_hint(console, "paths", "one per line")
         data = sys.stdin.buffer.read()
     else:
         try:
@@ -908,17 +907,18 @@ def _stdout_is_terminal() -> bool:
 
 
 def _stdin_hint(console: Any, what: str, detail: str = "") -> None:
-    """Tell a person at a terminal that rnncli waits for them, instead of seeming to hang."""
+    """Tell a person at a terminal that rnncli waits for them, instead of seeming to hang (also with -q:
+    the hint shows only when stdin is a terminal, so it never touches a pipeline)."""
     if sys.stdin.isatty():
         console.print(f"[dim]waiting for {what} on stdin ({detail + '; ' if detail else ''}Ctrl-D to end)…[/dim]")
 
 
-def _read_input(source: str, fmt: str | None, key: str | None, console: Any, quiet: bool) -> Any:
+def _read_input(source: str, fmt: str | None, key: str | None, console: Any) -> Any:
     from .io import load_array
 
     if source != "-":
         return load_array(source, fmt, key=key)
-    _stdin_hint(console, "data", "a .npy stream or CSV rows")  # even with -q: else a terminal seems to hang
+    _stdin_hint(console, "data", "a .npy stream or CSV rows")
     return load_array(sys.stdin.buffer, fmt, key=key, name="<stdin>")
 
 

@@ -327,6 +327,32 @@ def test_a_terminal_on_stdin_gets_a_hint_then_its_rows_are_read(quiet):
         os.close(controller)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+@pytest.mark.parametrize(
+    ("args", "hint", "rows", "lines_out"),
+    [
+        (["run", "-", "--stream", "--units", "3"], b"waiting for CSV rows on stdin", b"1,2\n3,4\n", 2),
+        (["batch", "--from-list", "-", "--out-dir", "out", "--units", "3"], b"waiting for paths on stdin", b"", 0),
+    ],
+    ids=["--stream", "--from-list -"],
+)
+def test_quiet_commands_reading_a_terminal_still_say_they_wait(tmp_path, args, hint, rows, lines_out):
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [*RNNCLI, *args, "-q"], cwd=tmp_path, stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    os.close(terminal)
+    try:
+        assert hint in read_until(proc.stderr.fileno(), b"Ctrl-D to end", "the hint")
+        assert proc.poll() is None, "rnncli did not wait for the terminal"
+        os.write(controller, rows + b"\x04")  # Ctrl-D at the start of a line: end of input
+        stdout, _ = proc.communicate(timeout=PATIENCE)
+        assert len(stdout.splitlines()) == lines_out and proc.returncode == 0
+    finally:
+        proc.kill()
+        os.close(controller)
+
+
 def test_a_pipe_on_stdin_gets_no_hint(sample_csv):
     proc = subprocess.run(
         [*RNNCLI, "run", "-", "--units", "4", "-q"], input=sample_csv.read_bytes(), capture_output=True, check=True
