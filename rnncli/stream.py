@@ -96,13 +96,11 @@ def open_stream(options: ModelOptions, lines: Iterable[bytes], name: str) -> tup
 
 
 class StreamFacts(NamedTuple):
-    """A finished stream: rows processed, seconds spent computing and formatting, the last output,
-    and how many input rows held NaN or Inf."""
+    """A finished stream: rows processed, seconds spent computing and formatting, the last output."""
 
     rows: int
     seconds: float
     last: Output | None
-    nonfinite_rows: int
 
 
 def stream_rows(
@@ -125,16 +123,16 @@ def stream_rows(
     """
     check_streamable(model)
     digits = "%.17g" if model.dtype == np.float64 else "%.9g"
-    state, output, count, busy, nonfinite = initial_state, None, 0, 0.0, 0
+    state, output, count, busy, warned = initial_state, None, 0, 0.0, False
     for row in rows:
-        if nan_policy != "ignore" and not np.isfinite(row).all():
-            nonfinite += 1
+        if nan_policy != "ignore" and not warned and not np.isfinite(row).all():
             if nan_policy == "error":
                 raise InputError(
                     f"{name}: data row {count + 1} holds NaN or Inf and --on-nan error stops there; "
                     "clean the data, or use --on-nan warn"
                 )
-            if nonfinite == 1 and warn is not None:
+            warned = True
+            if warn is not None:
                 warn(f"{name}: data row {count + 1} holds NaN or Inf; it propagates through the state to later rows")
         start = time.perf_counter()
         output = model.forward(row[None, :], initial_state=state)
@@ -144,4 +142,4 @@ def stream_rows(
         sink.write(line.encode())
         sink.flush()
         count += 1
-    return StreamFacts(count, busy, output, nonfinite)
+    return StreamFacts(count, busy, output)
