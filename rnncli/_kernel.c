@@ -80,6 +80,19 @@ scratch_free(void *ptr)
     }
 }
 
+/* The final state: B rows of `row_bytes` from `src` (rows `stride_bytes`
+ * apart, the last step's rows of buf) into the contiguous (B, H) h. */
+static void
+copy_rows(void *dst, const void *src, Py_ssize_t B, size_t row_bytes,
+          Py_ssize_t stride_bytes)
+{
+    Py_ssize_t b;
+    for (b = 0; b < B; b++) {
+        memcpy((char *)dst + b * (Py_ssize_t)row_bytes,
+               (const char *)src + b * stride_bytes, row_bytes);
+    }
+}
+
 /* ------------------------------------------------------------------ */
 /* 1. Scalar path: plain C, libm activations.                          */
 /* ------------------------------------------------------------------ */
@@ -140,9 +153,8 @@ scratch_free(void *ptr)
             hprev = out;                                                      \
             hs = jb->bs;                                                      \
         }                                                                     \
-        for (b = 0; b < B; b++) {                                             \
-            memcpy(hout + b * H, hprev + b * hs, (size_t)H * sizeof(T));      \
-        }                                                                     \
+        copy_rows(hout, hprev, B, (size_t)H * sizeof(T),                      \
+                  hs * (Py_ssize_t)sizeof(T));                                \
         scratch_free(h0);                                                     \
         return 0;                                                             \
     }
@@ -562,10 +574,8 @@ DEFINE_VTYPES(64)
             hprev = out;                                                      \
             cx.hs = jb->bs;                                                   \
         }                                                                     \
-        for (b0 = 0; b0 < B; b0++) {                                          \
-            memcpy((T *)jb->h + b0 * H, hprev + b0 * cx.hs,                   \
-                   (size_t)H * sizeof(T));                                    \
-        }                                                                     \
+        copy_rows(jb->h, hprev, B, (size_t)H * sizeof(T),                     \
+                  cx.hs * (Py_ssize_t)sizeof(T));                             \
         scratch_free(Ut);                                                     \
         return 0;                                                             \
     }
