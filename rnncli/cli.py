@@ -523,11 +523,9 @@ def weights_inspect(file: str, as_json: bool, **params: Any) -> None:
         document = _json_bytes(facts)
         _write("-", lambda fp: fp.write(document))
         return
-    from rich.console import Console
+    from .summary import render_weights, text_console
 
-    from .summary import render_weights
-
-    render_weights(Console(highlight=False), facts)
+    render_weights(text_console(stderr=False), facts)
 
 
 @weights.command("convert")
@@ -610,11 +608,9 @@ def info(data: str, from_: str | None, key: str | None, as_json: bool) -> None:
         document = _json_bytes(facts)
         _write("-", lambda fp: fp.write(document))
         return
-    from rich.console import Console
+    from .summary import render_info, text_console
 
-    from .summary import render_info
-
-    render_info(Console(highlight=False), facts)
+    render_info(text_console(stderr=False), facts)
 
 
 def _run_stream(source: str, options: Any, params: dict[str, Any]) -> None:

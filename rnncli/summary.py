@@ -12,10 +12,28 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
+# Wide enough that a row naming a long path stays one line in a log file; rich only wraps at the console width.
+_UNWRAPPED_WIDTH = 1000
+# The width of drawings (previews, heatmaps) when the console is not a terminal.
+_DRAWING_WIDTH = 80
+
+
+def text_console(stderr: bool = True) -> Console:
+    """A console for people's text: on a terminal it wraps to the window; in a file or pipe, never
+    (paths in logs stay whole and greppable)."""
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console.width = _UNWRAPPED_WIDTH
+    return console
+
 
 def stderr_console() -> Console:
-    """The one console people's text goes to."""
-    return Console(stderr=True, highlight=False)
+    """The one console summaries, warnings and progress go to."""
+    return text_console(stderr=True)
+
+
+def _drawing_width(console: Console) -> int:
+    return console.width if console.is_terminal else _DRAWING_WIDTH
 
 
 def _shape(shape: Any) -> str:
@@ -81,7 +99,7 @@ def render_warnings(console: Console, warnings: list[str]) -> None:
 
 def render_preview(console: Console, array: np.ndarray, name: str) -> None:
     """A short look at an array instead of binary on a terminal, with how to save it."""
-    with np.printoptions(precision=4, threshold=60, edgeitems=3, suppress=True, linewidth=console.width):
+    with np.printoptions(precision=4, threshold=60, edgeitems=3, suppress=True, linewidth=_drawing_width(console)):
         text = np.array2string(array)
     console.print(Text(f"{name} {_shape(array.shape)} {array.dtype}:", style="bold"))
     console.print(Text(text))
@@ -118,7 +136,7 @@ def _downsample(values: np.ndarray, size: int, axis: int) -> np.ndarray:
 def render_heatmap(console: Console, sequence: np.ndarray, note: str = "", max_rows: int = 16) -> None:
     """Units × time as coloured half-blocks (two units per text row), downsampled to the terminal."""
     values = np.asarray(sequence, dtype=np.float64).T  # (units, time)
-    width = max(10, console.width - 8)
+    width = max(10, _drawing_width(console) - 8)
     values = _downsample(_downsample(values, 2 * max_rows, 0), width, 1)
     scale = np.nanmax(np.abs(values[np.isfinite(values)])) if np.isfinite(values).any() else 1.0
     if scale > 1 or scale == 0:

@@ -150,6 +150,24 @@ def test_quiet_and_show(sample_npy):
     assert "heatmap: units ↓ 20 × time → 500" in shown.stderr and "▀" in shown.stderr
 
 
+def test_a_log_keeps_each_summary_row_on_one_line_however_long_the_path(sample_npy, tmp_path):
+    deep = tmp_path / ("a-rather-long-directory-name-" * 4) / "and-deeper" / "input-with-a-long-name.npy"
+    deep.parent.mkdir(parents=True)
+    deep.write_bytes(sample_npy.read_bytes())
+    out = tmp_path / "out.npy"
+    process = subprocess.run(
+        [sys.executable, "-m", "rnncli", "run", str(deep), "--units", "20", "--show", "-o", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert process.returncode == 0, process.stderr
+    lines = process.stderr.splitlines()
+    assert any(line.split() == ["input", str(deep), "·", "npy", "·", "(500,", "3)", "float32"] for line in lines)
+    assert any(str(out) in line and line.split()[0] == "output" for line in lines)
+    heatmap = [line for line in lines if "▀" in line]
+    assert heatmap and all(len(line) <= 80 for line in heatmap)
+
+
 def test_terminal_gets_a_preview_not_binary(sample_npy, monkeypatch):
     monkeypatch.setattr("rnncli.cli._stdout_is_terminal", lambda: True)
     result = invoke("run", sample_npy, "--units", 4)
