@@ -2,11 +2,14 @@
  * rnncli._kernel -- compiled hot loop of the simple (Elman) RNN recurrence.
  *
  *   recur(buf, U, h, activation, clip, leak, reverse) -> None
+ *   project(x, W, out) -> None
  *
  * buf (T, B, H) holds x_t W_ih^T + b on entry and the outputs on return;
  * U (H, H) is W_hh in PyTorch layout (pre = buf[t, b] + U @ h[b]);
  * h (B, H) is the initial state on entry and the final state on return.
  * All three are C-contiguous buffers of one dtype, float32 or float64.
+ * project computes out = x @ W (the input projection) with a summation
+ * order that does not depend on the number of rows (see proj_t).
  *
  * Arrays come in through the buffer protocol only, so building needs no
  * numpy headers.
@@ -54,6 +57,23 @@ typedef struct {
 /* Every implementation returns 0, or -1 when it could not allocate its
  * scratch memory (the caller raises MemoryError once it holds the GIL). */
 typedef int (*impl_fn)(const job_t *job);
+
+/* The input projection out[n, :] = x[n, :] @ W.  Every element is summed
+ * over f = 0 .. F-1 in that order, one multiply-add per term, by the same
+ * code for every row: the last, partial tile of rows goes through a
+ * zero-padded copy.  So a row's result does not depend on how many rows
+ * came with it (BLAS kernels round differently at the edges of their
+ * blocks), and a sequence run in two pieces projects to the same bits as
+ * the whole. */
+typedef struct {
+    Py_ssize_t N, F, H;
+    Py_ssize_t xs, os; /* element strides between rows of x and of out */
+    const void *x;     /* (N, F), rows contiguous */
+    const void *W;     /* (F, H), C-contiguous */
+    void *out;         /* (N, H), rows contiguous; written */
+} proj_t;
+
+typedef int (*proj_fn)(const proj_t *p);
 
 /* Scratch memory aligned to 64 bytes without aligned_alloc (absent on
  * MSVC).  The offset to the block malloc returned is kept just before the
@@ -161,6 +181,30 @@ copy_rows(void *dst, const void *src, Py_ssize_t B, size_t row_bytes,
 
 SCALAR_RECUR(recur_scalar_f32, float, tanhf, expf)
 SCALAR_RECUR(recur_scalar_f64, double, tanh, exp)
+
+#define SCALAR_PROJECT(NAME, T)                                               \
+    static int NAME(const proj_t *p)                                          \
+    {                                                                         \
+        const T *x = (const T *)p->x, *W = (const T *)p->W;                   \
+        Py_ssize_t n, f, j;                                                   \
+        for (n = 0; n < p->N; n++) {                                          \
+            T *o = (T *)p->out + n * p->os;                                   \
+            for (j = 0; j < p->H; j++) {                                      \
+                o[j] = (T)0;                                                  \
+            }                                                                 \
+            for (f = 0; f < p->F; f++) {                                      \
+                const T xf = x[n * p->xs + f];                                \
+                const T *w = W + f * p->H;                                    \
+                for (j = 0; j < p->H; j++) {                                  \
+                    o[j] += xf * w[j];                                        \
+                }                                                             \
+            }                                                                 \
+        }                                                                     \
+        return 0;                                                             \
+    }
+
+SCALAR_PROJECT(project_scalar_f32, float)
+SCALAR_PROJECT(project_scalar_f64, double)
 
 /* ------------------------------------------------------------------ */
 /* 2. SIMD path (GCC / Clang generic vectors).                         */
@@ -580,13 +624,102 @@ DEFINE_VTYPES(64)
         return 0;                                                             \
     }
 
+/* The projection in tiles of PR rows x C vectors of columns.  W is first
+ * copied into zero-padded panels of C*L columns (F rows each), so every
+ * load of W is a full vector; a panel stays in L1/L2 while all row tiles
+ * pass over it. */
+#define DEFINE_PROJECT(SFX, T, VF)                                            \
+    INLINE int project_body_##SFX(const proj_t *p, const int C)               \
+    {                                                                         \
+        enum { L = sizeof(VF) / sizeof(T), PR = 4 };                          \
+        const Py_ssize_t N = p->N, F = p->F, H = p->H, PW = C * L;            \
+        const Py_ssize_t npanels = (H + PW - 1) / PW;                         \
+        const T *x = (const T *)p->x, *W = (const T *)p->W;                   \
+        T *panels, *pad;                                                      \
+        Py_ssize_t q, n0, f, k;                                               \
+        int r, c;                                                             \
+        if (N == 0 || H == 0) {                                               \
+            return 0;                                                         \
+        }                                                                     \
+        panels = (T *)scratch_alloc((size_t)(npanels * PW * F + 1) *          \
+                                    sizeof(T));                               \
+        pad = (T *)scratch_alloc((size_t)(PR * F + 1) * sizeof(T));           \
+        if (panels == NULL || pad == NULL) {                                  \
+            scratch_free(panels);                                             \
+            scratch_free(pad);                                                \
+            return -1;                                                        \
+        }                                                                     \
+        for (q = 0; q < npanels; q++) {                                       \
+            for (f = 0; f < F; f++) {                                         \
+                for (k = 0; k < PW; k++) {                                    \
+                    const Py_ssize_t col = q * PW + k;                        \
+                    panels[(q * F + f) * PW + k] =                            \
+                        col < H ? W[f * H + col] : (T)0;                      \
+                }                                                             \
+            }                                                                 \
+        }                                                                     \
+        memset(pad, 0, (size_t)(PR * F) * sizeof(T));                        \
+        for (q = 0; q < npanels; q++) {                                       \
+            const T *panel = panels + q * F * PW;                             \
+            const Py_ssize_t cols = H - q * PW < PW ? H - q * PW : PW;        \
+            for (n0 = 0; n0 < N; n0 += PR) {                                  \
+                const int rows = N - n0 < PR ? (int)(N - n0) : PR;            \
+                const T *xr[PR];                                              \
+                VF acc[PR][4]; /* C <= 4 */                                   \
+                RNN_UNROLL for (r = 0; r < PR; r++)                           \
+                {                                                             \
+                    xr[r] = rows == PR ? x + (n0 + r) * p->xs : pad + r * F;  \
+                    RNN_UNROLL for (c = 0; c < C; c++)                        \
+                    {                                                         \
+                        acc[r][c] = (VF){0};                                  \
+                    }                                                         \
+                }                                                             \
+                if (rows < PR) { /* the same code on zero-padded rows */      \
+                    for (r = 0; r < rows; r++) {                              \
+                        memcpy(pad + r * F, x + (n0 + r) * p->xs,             \
+                               (size_t)F * sizeof(T));                        \
+                    }                                                         \
+                }                                                             \
+                for (f = 0; f < F; f++) {                                     \
+                    VF w[4];                                                  \
+                    RNN_UNROLL for (c = 0; c < C; c++)                        \
+                    {                                                         \
+                        memcpy(&w[c], panel + f * PW + c * L, sizeof(VF));    \
+                    }                                                         \
+                    RNN_UNROLL for (r = 0; r < PR; r++)                       \
+                    {                                                         \
+                        const T xf = xr[r][f];                                \
+                        RNN_UNROLL for (c = 0; c < C; c++)                    \
+                        {                                                     \
+                            acc[r][c] += w[c] * xf;                           \
+                        }                                                     \
+                    }                                                         \
+                }                                                             \
+                for (r = 0; r < rows; r++) {                                  \
+                    T *o = (T *)p->out + (n0 + r) * p->os + q * PW;           \
+                    RNN_UNROLL for (c = 0; c < C; c++)                        \
+                    {                                                         \
+                        if (c * L < cols) {                                   \
+                            vstore_##SFX(o + c * L, &acc[r][c],               \
+                                         cols - c * L);                       \
+                        }                                                     \
+                    }                                                         \
+                }                                                             \
+            }                                                                 \
+        }                                                                     \
+        scratch_free(panels);                                                 \
+        scratch_free(pad);                                                    \
+        return 0;                                                             \
+    }
+
 #define DEFINE_F32(N)                                                         \
     DEFINE_MEM(f32v##N, float, f32v##N)                                       \
     DEFINE_EXP_F32(f32v##N, f32v##N, u32v##N)                                 \
     DEFINE_ACTS(f32v##N, float, f32v##N, i32v##N, u32v##N, 0x80000000u, 9.0f, \
                 87.0f)                                                        \
     DEFINE_EPILOGUE(f32v##N, float, f32v##N, i32v##N)                         \
-    DEFINE_DRIVER(f32v##N, float, f32v##N)
+    DEFINE_DRIVER(f32v##N, float, f32v##N)                                    \
+    DEFINE_PROJECT(f32v##N, float, f32v##N)
 
 #define DEFINE_F64(N)                                                         \
     DEFINE_MEM(f64v##N, double, f64v##N)                                      \
@@ -594,7 +727,8 @@ DEFINE_VTYPES(64)
     DEFINE_ACTS(f64v##N, double, f64v##N, i64v##N, u64v##N,                   \
                 0x8000000000000000ull, 20.0, 708.0)                           \
     DEFINE_EPILOGUE(f64v##N, double, f64v##N, i64v##N)                        \
-    DEFINE_DRIVER(f64v##N, double, f64v##N)
+    DEFINE_DRIVER(f64v##N, double, f64v##N)                                   \
+    DEFINE_PROJECT(f64v##N, double, f64v##N)
 
 /* Entry points per ISA.  N: vector bytes.  Tiles: RB x CTN vectors when
  * B >= RB (CTN <= 4), else 1 x CT1 per row with the j range split KS1
@@ -602,8 +736,9 @@ DEFINE_VTYPES(64)
  * register file (32 zmm / 16 ymm / 16 xmm) and a single row still has 8
  * or more independent FMA chains.  Measured on this project's CI machine
  * (AVX-512): 4x4 beat 6x4, 8x2, 4x2 and 8x3 for batches; 1x8 with KS=2
- * beat 1x4 and KS=1 for single rows. */
-#define DEFINE_ISA(NAME, ATTR, N, RB, CTN, CT1, KS1)                          \
+ * beat 1x4 and KS=1 for single rows.  PC: vectors per projection tile
+ * (4 rows x PC accumulators, PC <= 4). */
+#define DEFINE_ISA(NAME, ATTR, N, RB, CTN, CT1, KS1, PC)                      \
     ATTR static int recur_##NAME##_f32(const job_t *jb)                       \
     {                                                                         \
         return recur_body_f32v##N(jb, RB, CTN, CT1, KS1);                     \
@@ -611,11 +746,19 @@ DEFINE_VTYPES(64)
     ATTR static int recur_##NAME##_f64(const job_t *jb)                       \
     {                                                                         \
         return recur_body_f64v##N(jb, RB, CTN, CT1, KS1);                     \
+    }                                                                         \
+    ATTR static int project_##NAME##_f32(const proj_t *p)                     \
+    {                                                                         \
+        return project_body_f32v##N(p, PC);                                   \
+    }                                                                         \
+    ATTR static int project_##NAME##_f64(const proj_t *p)                     \
+    {                                                                         \
+        return project_body_f64v##N(p, PC);                                   \
     }
 
 DEFINE_F32(16)
 DEFINE_F64(16)
-DEFINE_ISA(generic, , 16, 4, 2, 4, 2)
+DEFINE_ISA(generic, , 16, 4, 2, 4, 2, 2)
 
 #if defined(__x86_64__)
 #define RNN_HAVE_X86 1
@@ -623,8 +766,9 @@ DEFINE_F32(32)
 DEFINE_F64(32)
 DEFINE_F32(64)
 DEFINE_F64(64)
-DEFINE_ISA(avx2, __attribute__((target("avx2,fma"))), 32, 4, 2, 4, 2)
-DEFINE_ISA(avx512, __attribute__((target("avx512f,avx2,fma"))), 64, 4, 4, 8, 2)
+DEFINE_ISA(avx2, __attribute__((target("avx2,fma"))), 32, 4, 2, 4, 2, 2)
+DEFINE_ISA(avx512, __attribute__((target("avx512f,avx2,fma"))), 64, 4, 4, 8,
+           2, 4)
 #endif
 
 #endif /* vector path */
@@ -637,18 +781,24 @@ typedef struct {
     const char *name;
     impl_fn f32;
     impl_fn f64;
+    proj_fn p32;
+    proj_fn p64;
     int supported;
 } isa_t;
 
 static isa_t isas[] = {
 #if defined(RNN_HAVE_X86)
-    {"avx512f", recur_avx512_f32, recur_avx512_f64, 0},
-    {"avx2", recur_avx2_f32, recur_avx2_f64, 0},
+    {"avx512f", recur_avx512_f32, recur_avx512_f64, project_avx512_f32,
+     project_avx512_f64, 0},
+    {"avx2", recur_avx2_f32, recur_avx2_f64, project_avx2_f32,
+     project_avx2_f64, 0},
 #endif
 #if defined(RNN_HAVE_VECTOR)
-    {"generic", recur_generic_f32, recur_generic_f64, 1},
+    {"generic", recur_generic_f32, recur_generic_f64, project_generic_f32,
+     project_generic_f64, 1},
 #endif
-    {"scalar", recur_scalar_f32, recur_scalar_f64, 1},
+    {"scalar", recur_scalar_f32, recur_scalar_f64, project_scalar_f32,
+     project_scalar_f64, 1},
 };
 #define N_ISAS ((int)(sizeof(isas) / sizeof(isas[0])))
 
@@ -932,6 +1082,91 @@ fail:
     return NULL;
 }
 
+PyDoc_STRVAR(project_doc,
+"project($module, x, W, out)\n"
+"--\n"
+"\n"
+"out = x @ W in place; returns None.\n"
+"\n"
+"x:   (N, F) float32/float64, rows contiguous (any stride between rows).\n"
+"W:   (F, H) same dtype, C-contiguous (W_ih transposed).\n"
+"out: (N, H) same dtype, writable, rows contiguous.\n"
+"\n"
+"Each element is summed over f = 0 .. F-1 in order by the same code for\n"
+"every row, so a row's result does not depend on N or on its position\n"
+"(unlike a BLAS product). The GIL is released while it runs.");
+
+static PyObject *
+kernel_project(PyObject *self, PyObject *args)
+{
+    PyObject *ox, *oW, *oout;
+    Py_buffer vx, vw, vo;
+    proj_t pj;
+    char kind;
+    int rc;
+    (void)self;
+
+    if (!PyArg_ParseTuple(args, "OOO:project", &ox, &oW, &oout)) {
+        return NULL;
+    }
+    if (get_array(ox, &vx, "x", 2, "(N, F)", 0, 1) < 0) {
+        return NULL;
+    }
+    if (get_array(oW, &vw, "W", 2, "(F, H)", 0, 0) < 0) {
+        PyBuffer_Release(&vx);
+        return NULL;
+    }
+    if (get_array(oout, &vo, "out", 2, "(N, H)", 1, 1) < 0) {
+        PyBuffer_Release(&vx);
+        PyBuffer_Release(&vw);
+        return NULL;
+    }
+    kind = buffer_kind(&vx);
+    if (kind == 0 || buffer_kind(&vw) != kind || buffer_kind(&vo) != kind) {
+        PyErr_Format(PyExc_TypeError,
+                     "project: x, W and out must share one dtype, float32 or "
+                     "float64; got x %s, W %s, out %s",
+                     kind_name(&vx), kind_name(&vw), kind_name(&vo));
+        goto fail;
+    }
+    if (vw.shape[0] != vx.shape[1] || vo.shape[0] != vx.shape[0] ||
+        vo.shape[1] != vw.shape[1]) {
+        PyErr_Format(PyExc_ValueError,
+                     "project: shapes do not match: x (%zd, %zd), W (%zd, "
+                     "%zd), out (%zd, %zd); need x (N, F), W (F, H), out "
+                     "(N, H)",
+                     vx.shape[0], vx.shape[1], vw.shape[0], vw.shape[1],
+                     vo.shape[0], vo.shape[1]);
+        goto fail;
+    }
+    pj.N = vx.shape[0];
+    pj.F = vx.shape[1];
+    pj.H = vw.shape[1];
+    pj.xs = vx.strides[0] / vx.itemsize;
+    pj.os = vo.strides[0] / vo.itemsize;
+    pj.x = vx.buf;
+    pj.W = vw.buf;
+    pj.out = vo.buf;
+
+    Py_BEGIN_ALLOW_THREADS
+    rc = (kind == 'f' ? current_isa->p32 : current_isa->p64)(&pj);
+    Py_END_ALLOW_THREADS
+
+    PyBuffer_Release(&vx);
+    PyBuffer_Release(&vw);
+    PyBuffer_Release(&vo);
+    if (rc < 0) {
+        return PyErr_NoMemory();
+    }
+    Py_RETURN_NONE;
+
+fail:
+    PyBuffer_Release(&vx);
+    PyBuffer_Release(&vw);
+    PyBuffer_Release(&vo);
+    return NULL;
+}
+
 PyDoc_STRVAR(isa_doc,
 "isa($module, /)\n--\n\nName of the code path recur uses: 'avx512f', 'avx2', "
 "'generic' (portable SIMD) or 'scalar'.");
@@ -1006,6 +1241,7 @@ kernel_set_isa(PyObject *self, PyObject *arg)
 static PyMethodDef kernel_methods[] = {
     {"recur", (PyCFunction)(void (*)(void))kernel_recur,
      METH_VARARGS | METH_KEYWORDS, recur_doc},
+    {"project", kernel_project, METH_VARARGS, project_doc},
     {"isa", kernel_isa, METH_NOARGS, isa_doc},
     {"available_isas", kernel_available_isas, METH_NOARGS,
      available_isas_doc},
@@ -1016,7 +1252,7 @@ static PyMethodDef kernel_methods[] = {
 static struct PyModuleDef kernel_module = {
     PyModuleDef_HEAD_INIT,
     "rnncli._kernel",
-    "Compiled recurrence loop of the simple RNN (see recur).",
+    "Compiled loops of the simple RNN: recur (the recurrence) and project.",
     -1,
     kernel_methods,
     NULL,

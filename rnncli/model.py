@@ -473,27 +473,38 @@ class Stack:
 
 
 BLOCK_STEPS = 1 << 15
-"""Timesteps per input-projection GEMM. Long inputs are streamed in blocks of this size too, so a
-streamed run makes exactly the same BLAS calls as a whole-array run and gives the same bits."""
+"""Timesteps per input-projection block. Long inputs are streamed in blocks of this size too."""
 
 
 def _project(sequence: np.ndarray, cell: Cell, dtype: np.dtype, time_axis: int) -> np.ndarray:
-    """The input projection x W_ih^T + b, one GEMM per block of steps, in `sequence`'s layout."""
+    """The input projection x W_ih^T + b, block by block, in `sequence`'s layout.
+
+    Each row is projected on its own terms (the kernel's `project`, or einsum without the kernel),
+    never by BLAS, whose result for a row depends on how many rows share the call: so a sequence
+    run in pieces, streamed, or continued from a saved state gives the bits of one whole run."""
     buffer = np.empty((*sequence.shape[:2], cell.units), dtype)
     steps = sequence.shape[time_axis]
-    weights = cell.w_ih.T
+    weights = np.ascontiguousarray(cell.w_ih.T, dtype=dtype)
     bias = cell.bias()
     for start in range(0, steps, BLOCK_STEPS):
         window = (slice(None),) * time_axis + (slice(start, min(start + BLOCK_STEPS, steps)),)
         block = np.ascontiguousarray(sequence[window], dtype=dtype)
         out = buffer[window]
         if out.flags.c_contiguous:
-            np.matmul(block.reshape(-1, block.shape[-1]), weights, out=out.reshape(-1, cell.units))
-        else:
-            out[...] = np.matmul(block, weights)
+            _project_rows(block.reshape(-1, block.shape[-1]), weights, out.reshape(-1, cell.units))
+        else:  # a block of a long batch-first buffer: one call per sequence
+            for rows, target in zip(block, out):
+                _project_rows(rows, weights, target)
         if bias is not None:
             out += bias
     return buffer
+
+
+def _project_rows(rows: np.ndarray, weights: np.ndarray, out: np.ndarray) -> None:
+    if _kernel is not None:
+        _kernel.project(rows, weights, out)
+    else:
+        np.einsum("nf,fh->nh", rows, weights, out=out)
 
 
 def _recur(

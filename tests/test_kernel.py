@@ -338,6 +338,82 @@ def test_h_aliasing_buf_reads_the_initial_state_first(name):
     np.testing.assert_allclose(buf[0], want_h, rtol=1e-12, atol=1e-12)  # h, i.e. buf[0], got the final state
 
 
+# ---------------------------------------------------------------------------
+# project: the input projection, with a row-independent summation order
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("features", [1, 2, 3, 7, 16, 33, 130])
+@pytest.mark.parametrize("hidden", [1, 3, 15, 16, 17, 64, 100, 129])
+def test_project_matches_a_float64_product(name, dtype, features, hidden):
+    rng = np.random.default_rng(features * 1000 + hidden)
+    x = rng.standard_normal((37, features)).astype(dtype)
+    w = rng.standard_normal((features, hidden)).astype(dtype)
+    out = np.full((37, hidden), np.nan, dtype)
+    with isa(name):
+        _kernel.project(x, w, out)
+    want = x.astype(np.float64) @ w.astype(np.float64)
+    np.testing.assert_allclose(out, want, rtol=TOL[dtype], atol=TOL[dtype] * features)
+
+
+@pytest.mark.parametrize("name", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    features=st.integers(1, 70),
+    hidden=st.integers(1, 140),
+    rows=st.integers(1, 50),
+    pieces=st.lists(st.integers(0, 50), max_size=4),
+    seed=st.integers(0, 2**31),
+)
+def test_project_gives_every_row_the_same_bits_however_the_rows_are_grouped(
+    name, dtype, features, hidden, rows, pieces, seed
+):
+    """What BLAS does not promise: the bits of a row do not depend on its neighbours or its position."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, features)).astype(dtype)
+    w = rng.standard_normal((features, hidden)).astype(dtype)
+    whole = np.empty((rows, hidden), dtype)
+    cuts = sorted({0, rows, *(min(c, rows) for c in pieces)})
+    with isa(name):
+        _kernel.project(x, w, whole)
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            part = np.empty((b - a, hidden), dtype)
+            _kernel.project(x[a:b], w, part)
+            np.testing.assert_array_equal(part, whole[a:b])
+        shuffled = rng.permutation(rows)
+        moved = np.empty_like(whole)
+        _kernel.project(x[shuffled], w, moved)
+    np.testing.assert_array_equal(moved, whole[shuffled])
+
+
+@pytest.mark.parametrize("name", ISAS)
+def test_project_takes_strided_rows(name):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((9, 12)).astype(np.float32)
+    w = rng.standard_normal((5, 7)).astype(np.float32)
+    out = np.zeros((9, 11), np.float32)
+    with isa(name):
+        _kernel.project(x[:, :5], w, out[:, 2:9])  # rows 12 and 11 elements apart
+        want = np.empty((9, 7), np.float32)
+        _kernel.project(np.ascontiguousarray(x[:, :5]), w, want)
+    np.testing.assert_array_equal(out[:, 2:9], want)
+    assert not out[:, :2].any() and not out[:, 9:].any()
+
+
+def test_project_refuses_mismatched_arguments():
+    x, w, out = np.ones((4, 3), np.float32), np.ones((3, 5), np.float32), np.zeros((4, 5), np.float32)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        _kernel.project(x, np.ones((2, 5), np.float32), out)
+    with pytest.raises(TypeError, match="one dtype"):
+        _kernel.project(x, w.astype(np.float64), out)
+    with pytest.raises(ValueError, match="read-only"):
+        out.flags.writeable = False
+        _kernel.project(x, w, out)
+
+
 def test_releases_the_gil():
     # the scalar path, so the call lasts long enough (~50 ms) to observe
     buf, u, h = keras_problem(20_000, 1, 64, np.float64, seed=12)
