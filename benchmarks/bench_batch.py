@@ -44,9 +44,11 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    coretype = os.environ.get("OPENBLAS_CORETYPE", "(unset)")
     return (
         f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; Python {platform.python_version()}, "
-        f"numpy {np.__version__}, rnncli engine {ENGINE}; {datetime.date.today().isoformat()}; load average {load}"
+        f"numpy {np.__version__}, rnncli engine {ENGINE}, OPENBLAS_CORETYPE={coretype}; "
+        f"{datetime.date.today().isoformat()}; load average {load}"
     )
 
 
