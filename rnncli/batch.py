@@ -27,7 +27,7 @@ from .pipeline import (
     RunSettings,
     build_model,
     describe_model,
-    process_file,
+    run_to_file,
     weights_settings,
 )
 
@@ -120,6 +120,18 @@ def output_name(source: str, fmt: str) -> str:
     return stem + EXTENSIONS[fmt]
 
 
+def check_own_outputs(arguments: Iterable[str], out_dir: str, fmt: str) -> None:
+    """Refuse an input named on the command line that would be its own output: `OUT_DIR/<stem>.<ext>` is
+    that very file (or a link to it). Inputs a glob or a list brings in from --out-dir are earlier
+    outputs, which `plan_batch` leaves out."""
+    for argument in arguments:
+        destination = os.path.join(out_dir, output_name(argument, fmt))
+        if os.path.isfile(argument) and os.path.exists(destination) and os.path.samefile(argument, destination):
+            raise UsageError(
+                f"{argument} would be its own output {destination} (--out-dir {out_dir}); give another --out-dir"
+            )
+
+
 def plan_batch(
     inputs: Sequence[str], out_dir: str, fmt: str, *, shard: Shard | None = None, overwrite: bool = False
 ) -> BatchPlan:
@@ -184,17 +196,13 @@ class FileRecord:
 
 def run_job(job: Job, built: BuiltModel, settings: BatchSettings) -> FileRecord:
     """Run one file; every failure becomes a "failed" record (an interrupt propagates)."""
-    start = time.perf_counter()
+    from .io import load_array
+
+    start, shape = time.perf_counter(), None
     try:
-        facts = process_file(
-            built,
-            job.source,
-            job.destination,
-            settings.run,
-            in_fmt=settings.in_fmt,
-            key=settings.key,
-            out_fmt=settings.out_fmt,
-        )
+        loaded = load_array(job.source, settings.in_fmt, key=settings.key)
+        shape = list(loaded.array.shape)  # in the record even if the file then fails
+        facts = run_to_file(built, loaded, job.destination, settings.run, settings.out_fmt)
     except RnnCliError as exc:
         error = str(exc)
     except MemoryError:
@@ -211,7 +219,9 @@ def run_job(job: Job, built: BuiltModel, settings: BatchSettings) -> FileRecord:
             seconds=time.perf_counter() - start,
             warnings=facts.warnings,
         )
-    return FileRecord(job.source, "failed", seconds=time.perf_counter() - start, error=_naming(job.source, error))
+    return FileRecord(
+        job.source, "failed", input_shape=shape, seconds=time.perf_counter() - start, error=_naming(job.source, error)
+    )
 
 
 def _naming(source: str, error: str) -> str:
@@ -262,6 +272,37 @@ def build_batch_model(
     return build_model(options, features), features_from, unreadable
 
 
+@dataclass(frozen=True)
+class PreparedBatch:
+    """What every file of a batch shares, ready before any runs: the model (None when no input is readable),
+    the input its feature count came from, why inputs before that one failed, and the settings it completes."""
+
+    built: BuiltModel | None
+    features_from: str | None
+    unreadable: dict[str, str]
+    settings: BatchSettings
+
+
+def prepare_batch(
+    options: ModelOptions, inputs: Sequence[str], settings: BatchSettings, dask_address: str | None = None
+) -> PreparedBatch:
+    """Everything that fails the whole batch, before any file runs: the model (weights file, options that
+    contradict each other) and, for `dask_address`, the dask extra.
+
+    `inputs` are every input of the batch in order (`BatchPlan.inputs`); the first readable one sets the
+    feature count of random weights. A `return_mode` of None in `settings.run` takes the model's own (a
+    .keras model's), else "sequence"; 3-D inputs are time-major when the model takes them so (an ONNX graph).
+    """
+    if dask_address is not None:
+        _distributed()
+    built, features_from, unreadable = build_batch_model(options, inputs, settings)
+    if built is not None and settings.run.return_mode is None:
+        settings = replace(settings, run=settings.run._replace(return_mode=built.return_mode or "sequence"))
+    if built is not None and built.layout == "time-major":  # an ONNX graph that takes (T, B, F)
+        settings = replace(settings, run=settings.run._replace(time_major=True))
+    return PreparedBatch(built, features_from, unreadable, settings)
+
+
 @dataclass
 class BatchResult:
     """The records (completion order), the model, the input that set its feature count, the wall-clock time."""
@@ -285,22 +326,17 @@ def default_workers() -> int:
 
 def run_batch(
     jobs: Sequence[Job],
-    options: ModelOptions,
-    settings: BatchSettings,
+    prepared: PreparedBatch,
     *,
-    inputs: Sequence[str] | None = None,
     workers: int = 1,
     dask_address: str | None = None,
     on_record: Finished = lambda record: None,
 ) -> BatchResult:
-    """Build the model once and run every job in a pool of `workers` processes, or on a Dask cluster.
+    """Run every job with the prepared model in a pool of `workers` processes, or on a Dask cluster.
 
-    `inputs` are every input of the batch in order (`BatchPlan.inputs`); the first readable one
-    sets the feature count of random weights (default: the jobs' sources). A `return_mode` of None
-    in `settings.run` takes the model's own (a .keras model's), else "sequence". `on_record` sees each
-    record as its file finishes (in the calling thread). An interrupt (KeyboardInterrupt: Ctrl-C,
-    or SIGTERM as the CLI maps it) stops the batch: files in flight are abandoned without partial
-    outputs, and the rest are recorded as "interrupted".
+    `on_record` sees each record as its file finishes (in the calling thread). An interrupt
+    (KeyboardInterrupt: Ctrl-C, or SIGTERM as the CLI maps it) stops the batch: files in flight are
+    abandoned without partial outputs, and the rest are recorded as "interrupted".
     """
     start = time.perf_counter()
     records: list[FileRecord] = []
@@ -309,13 +345,12 @@ def run_batch(
         records.append(record)
         on_record(record)
 
-    candidates = [job.source for job in jobs] if inputs is None else inputs
-    built, features_from, unreadable = build_batch_model(options, candidates, settings)
-    if built is not None and settings.run.return_mode is None:
-        settings = replace(settings, run=settings.run._replace(return_mode=built.return_mode or "sequence"))
+    built, settings = prepared.built, prepared.settings
     if built is None:
         for job in jobs:
-            error = unreadable.get(job.source) or _naming(job.source, "not run: no input of the batch is readable")
+            error = prepared.unreadable.get(job.source) or _naming(
+                job.source, "not run: no input of the batch is readable"
+            )
             finished(FileRecord(job.source, "failed", error=error))
     elif dask_address is not None:
         _run_on_dask(dask_address, built, jobs, settings, finished)
@@ -325,7 +360,7 @@ def run_batch(
     for job in jobs:
         if job.source not in ran:
             finished(FileRecord(job.source, "interrupted"))
-    return BatchResult(records, built, features_from, time.perf_counter() - start)
+    return BatchResult(records, built, prepared.features_from, time.perf_counter() - start)
 
 
 # The local pool, also for one worker. Workers are spawned, not forked (a forked BLAS thread pool
@@ -425,12 +460,9 @@ def _run_on_dask(
     address: str, built: BuiltModel, jobs: Sequence[Job], settings: BatchSettings, finished: Finished
 ) -> None:
     """The same jobs on a Dask cluster; its workers need rnncli installed and the same paths (a shared filesystem)."""
+    distributed = _distributed()
     try:
-        from distributed import Client, as_completed
-    except ImportError:
-        raise MissingExtraError("distributed", "dask", "--dask") from None
-    try:
-        client = Client(address, timeout="20s", set_as_default=False)
+        client = distributed.Client(address, timeout="20s", set_as_default=False)
     except (OSError, TimeoutError) as exc:
         raise RnnCliError(
             f"cannot reach the Dask scheduler at {address} ({exc}); check the address and that the scheduler runs"
@@ -441,10 +473,18 @@ def _run_on_dask(
         futures = client.map(run_job, absolute, built=model, settings=settings, pure=False)
         originals = dict(zip(futures, jobs))
         try:
-            for future in as_completed(futures, loop=client.loop):
+            for future in distributed.as_completed(futures, loop=client.loop):
                 finished(_dask_record(future, originals[future]))
         except KeyboardInterrupt:
             client.cancel(futures)  # tasks already running finish, and write complete outputs
+
+
+def _distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise MissingExtraError("distributed", "dask", "--dask") from None
+    return distributed
 
 
 def _dask_record(future: Any, job: Job) -> FileRecord:

@@ -6,18 +6,58 @@ Heavy modules (numpy, rich) are imported inside commands so `rnncli --help` stay
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import sys
-from collections.abc import Callable
-from contextlib import ExitStack, suppress
-from typing import Any, NoReturn
 
-import click
-
-from . import __version__
 from .errors import Interrupted, RnnCliError, UsageError, printable
+
+INTERRUPTED = "interrupted; no partial output was left"
+
+
+def _exit_interrupted(signum: int, frame: object) -> None:
+    """SIGINT/SIGTERM outside a command (start-up, and after it ends): nothing to undo, so say so and exit 130
+    at once; a KeyboardInterrupt here would end in a traceback from whatever module was being imported."""
+    try:
+        os.write(2, f"rnncli: error: {INTERRUPTED}\n".encode())
+    except OSError:
+        pass
+    os._exit(Interrupted.exit_code)
+
+
+def _is_the_command() -> bool:
+    """Whether this process is the `rnncli` command (its console script, or `python -m rnncli`), not a
+    program that imports rnncli (which keeps its own signal handlers)."""
+    program = sys.modules.get("__main__")
+    spec = getattr(program, "__spec__", None)
+    if spec is not None:
+        return spec.name == "rnncli.__main__"
+    name = os.path.basename(getattr(program, "__file__", None) or "")
+    return os.path.splitext(name)[0] in ("rnncli", "rnncli-script")  # rnncli-script.py: Windows launchers
+
+
+def _handle_start_up_signals() -> None:
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):  # SIGTERM last: once it is ours, both are
+            signal.signal(signum, _exit_interrupted)
+    except KeyboardInterrupt:  # Ctrl-C from before: signal.signal() raises it
+        _exit_interrupted(signal.SIGINT, None)
+
+
+# Before the imports below, which take tens of milliseconds: RnnCliGroup.invoke takes over while a
+# command runs, and puts these back when it ends.
+if _is_the_command():
+    _handle_start_up_signals()
+
+import errno  # noqa: E402
+import math  # noqa: E402
+from collections.abc import Callable, Iterable  # noqa: E402
+from contextlib import ExitStack, suppress  # noqa: E402
+from typing import Any, NoReturn  # noqa: E402
+
+import click  # noqa: E402
+
+from . import __version__  # noqa: E402
 
 ACTIVATION_NAMES = ("tanh", "relu", "sigmoid", "hard_sigmoid", "linear", "softsign", "softplus", "elu")
 INIT_NAMES = ("keras", "torch", "uniform", "normal", "esn")
@@ -58,7 +98,7 @@ class RnnCliGroup(click.Group):
             # exec (dataclasses and namedtuples are built that way), even though it was handled here;
             # a string exec that completes clears that flag, so the exit code stays 130.
             exec("")
-            _fail(str(Interrupted("interrupted; no partial output was left")), Interrupted.exit_code)
+            _fail(INTERRUPTED, Interrupted.exit_code)
         except BrokenPipeError:
             _silence_stdout()
             raise click.exceptions.Exit(0) from None
@@ -163,6 +203,27 @@ class UnitsType(click.ParamType):
         return sizes
 
 
+class FiniteFloat(click.FloatRange):
+    """A click.FloatRange that also refuses nan and ±inf (nan passes every range check), and 0 unless `zero`."""
+
+    def __init__(self, *args: Any, zero: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._zero = zero
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number", param, ctx)
+        if number == 0 and not self._zero:
+            self.fail("0 would make the model ignore its input; give a non-zero scale", param, ctx)
+        return number
+
+    def _describe_range(self) -> str:  # the [range] in --help, which click writes "x<=None" without bounds
+        if self.min is None and self.max is None:
+            return "" if self._zero else "x≠0"
+        return super()._describe_range()
+
+
 def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options that define the model, shared by `run` and `batch`."""
     options = [
@@ -190,12 +251,12 @@ def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--no-bias", "no_bias", is_flag=True, default=None, help="No bias terms."),
         click.option(
             "--clip",
-            type=click.FloatRange(min=0, min_open=True),
+            type=FiniteFloat(min=0, min_open=True),
             help="Clamp the pre-activation to [-C, C] (ONNX clip).",
         ),
         click.option(
             "--leak",
-            type=click.FloatRange(0, 1, min_open=True),
+            type=FiniteFloat(0, 1, min_open=True),
             help="Leaky integration rate A: h = (1-A) h + A f(…). [default: 1]",
         ),
         click.option(
@@ -210,13 +271,15 @@ def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--spectral-radius",
-            type=click.FloatRange(min=0),
+            type=FiniteFloat(min=0),
             help="Rescale W_hh to this spectral radius (reservoirs; esn default 0.9).",
         ),
-        click.option("--input-scaling", type=float, help="Multiply random input weights and biases by S."),
+        click.option(
+            "--input-scaling", type=FiniteFloat(zero=False), help="Multiply random input weights and biases by S."
+        ),
         click.option(
             "--density",
-            type=click.FloatRange(0, 1, min_open=True),
+            type=FiniteFloat(0, 1, min_open=True),
             help="Share of non-zero recurrent weights (esn default 0.1).",
         ),
         click.option(
@@ -277,7 +340,12 @@ return_option = click.option(
 @main.command()
 @click.argument("input", metavar="INPUT")
 @model_options
-@click.option("--time-major", is_flag=True, help="3-D input is (timesteps, batch, features), and so is the output.")
+@click.option(
+    "--time-major",
+    is_flag=True,
+    help="3-D input is (timesteps, batch, features), and so is the output. [default: batch-first, unless an .onnx "
+    "graph takes time-major input (PyTorch's batch_first=False): then 3-D data are time-major]",
+)
 @click.option(
     "--lengths",
     type=click.Path(dir_okay=False),
@@ -346,17 +414,19 @@ def run(input: str, **params: Any) -> None:
       tail -f sensor.csv | rnncli run - --stream --weights w.npz | consumer
     """
 
-    from .io import as_sequences, write_array
+    from .io import as_sequences, write_array, writes_in_place
     from .pipeline import (
         RunSettings,
         build_model,
         can_stream,
         check_state_file,
+        load_option_array,
         load_state,
         output_data,
         output_format,
         run_loaded,
         run_streamed,
+        state_format,
         state_to_save,
         streamable_shape,
     )
@@ -376,26 +446,40 @@ def run(input: str, **params: Any) -> None:
             "--save-weights": params["save_weights"],
             "--save-state": params["save_state"],
             "--summary-json": params["summary_json"],
-        }
+        },
+        [
+            ("INPUT", input),
+            ("--weights", options.weights),
+            ("--lengths", params["lengths"]),
+            ("--initial-state", params["initial_state"]),
+        ],
     )
     if params["save_weights"]:
         from .weights import save_format
 
         save_format(params["save_weights"])  # .npz or .safetensors: a usage error now, not after the run
+    if params["save_state"]:
+        state_format(params["save_state"])
     preview = output == "-" and out_fmt != "csv" and _stdout_is_terminal()
 
     # A 1-D/2-D .npy or a CSV file is streamed block by block (bounded memory); everything else is read whole.
     shape = streamable_shape(input, params["from_"], params["key"])
     loaded = None if shape else _read_input(input, params["from_"], params["key"], console)
-    built = build_model(options, shape[1] if shape else as_sequences(loaded.array, loaded.source).shape[-1])
+    features = shape[1] if shape else as_sequences(loaded.array, loaded.source).shape[-1]
+    built = build_model(options, features, source=loaded.source if loaded else input, shape=shape or loaded.array.shape)
     if params["return_"] is None and built.return_mode:  # a .keras model's own return_sequences
         settings = settings._replace(return_mode=built.return_mode)
+    if built.layout == "time-major":  # an ONNX graph that takes (T, B, F): so do 3-D data and outputs
+        settings = settings._replace(time_major=True)
     if params["save_state"]:
         check_state_file(built.model, params["save_state"])
+    # read whole before anything is written: --save-state may be the --initial-state file (carrying the state on)
     initial_state = load_state(params["initial_state"]) if params["initial_state"] else None
-    lengths = _read_array(params["lengths"]).reshape(-1) if params["lengths"] else None
-    # A .npy of unknown length (from CSV) gets its header last, which needs a file, not stdout.
-    header_last = shape and shape[0] is None and output == "-" and out_fmt == "npy"
+    lengths = load_option_array(params["lengths"], "--lengths").reshape(-1) if params["lengths"] else None
+    state_source = f"--initial-state {params['initial_state']}" if params["initial_state"] else "the initial state"
+    lengths_source = f"--lengths {params['lengths']}"
+    # A .npy of unknown length (from CSV) gets its header last, which needs a file, not stdout or a pipe.
+    header_last = shape and shape[0] is None and (output == "-" or writes_in_place(output)) and out_fmt == "npy"
     header_last = header_last and settings.return_mode != "final"
     streamed = shape and not (preview or params["show"] or lengths is not None or header_last)
     # Output files are staged and renamed into place together when this block ends: a failure or an
@@ -403,13 +487,21 @@ def run(input: str, **params: Any) -> None:
     with ExitStack() as staged:
         if streamed and can_stream(built.model, settings, out_fmt):
             stream_to = lambda fp: run_streamed(  # noqa: E731
-                built, input, fp, settings, out_fmt, initial_state, params["from_"]
+                built, input, fp, settings, out_fmt, initial_state, params["from_"], state_source=state_source
             )
             run = _write(output, stream_to, staged)
         else:
             if loaded is None:
                 loaded = _read_input(input, params["from_"], params["key"], console)
-            run = run_loaded(built, loaded, settings, initial_state=initial_state, lengths=lengths)
+            run = run_loaded(
+                built,
+                loaded,
+                settings,
+                initial_state=initial_state,
+                lengths=lengths,
+                state_source=state_source,
+                lengths_source=lengths_source,
+            )
             if preview:
                 for name, value in run.items.items():
                     from .summary import render_preview
@@ -421,11 +513,12 @@ def run(input: str, **params: Any) -> None:
         facts.output.update(destination="terminal (preview)" if preview else "stdout" if output == "-" else output)
         facts.output["format"] = out_fmt
         if params["save_weights"]:
-            from .weights import save_format, save_weights
+            from .weights import save_format, write_weights
 
-            fmt, mode = save_format(params["save_weights"]), built.return_mode
-            _write(params["save_weights"], lambda fp: save_weights(built.model, fp, fmt, return_mode=mode), staged)
-            facts.output["also"]["weights"] = params["save_weights"]
+            fmt, target = save_format(params["save_weights"]), params["save_weights"]
+            own = {"return_mode": built.return_mode, "layout": built.layout, "initial_state": built.initial_state}
+            facts.warnings += _write(target, lambda fp: write_weights(built.model, fp, fmt, **own, name=target), staged)
+            facts.output["also"]["weights"] = target
         if params["save_state"]:
             state = state_to_save(run.state, params["save_state"])
             kind = "npz" if isinstance(state, dict) else "npy"
@@ -465,8 +558,8 @@ def _weights_settings(command: Callable[..., Any]) -> Callable[..., Any]:
             "--merge", type=click.Choice(["concat", "sum", "mul", "ave"]), help="How bidirectional layers merge."
         ),
         click.option("--reverse", is_flag=True, default=None, help="One direction, backwards in time."),
-        click.option("--clip", type=click.FloatRange(min=0, min_open=True), help="Clamp pre-activations to [-C, C]."),
-        click.option("--leak", type=click.FloatRange(0, 1, min_open=True), help="Leaky integration rate."),
+        click.option("--clip", type=FiniteFloat(min=0, min_open=True), help="Clamp pre-activations to [-C, C]."),
+        click.option("--leak", type=FiniteFloat(0, 1, min_open=True), help="Leaky integration rate."),
         click.option(
             "--input-size",
             type=click.IntRange(min=1),
@@ -564,9 +657,10 @@ def weights_convert(source: str, target: str, to: str | None, dtype: str | None,
     _check_outputs({"OUT": target})
     loaded = _open_weights(source, params)
     model = loaded.model.astype(dtype) if dtype else loaded.model
-    notes = _write(target, lambda fp: write_weights(model, fp, fmt, return_mode=loaded.return_mode, name=target))
+    own = {"return_mode": loaded.return_mode, "layout": loaded.layout, "initial_state": loaded.initial_state}
+    notes = _write(target, lambda fp: write_weights(model, fp, fmt, **own, name=target))
     console = stderr_console()
-    render_warnings(console, notes)
+    render_warnings(console, loaded.warnings + notes)
     if not quiet:
         from rich.text import Text
 
@@ -616,7 +710,7 @@ def info(data: str, from_: str | None, key: str | None, as_json: bool) -> None:
 def _run_stream(source: str, options: Any, params: dict[str, Any]) -> None:
     """`run --stream`: rows in, rows out, one at a time (stream.py does the work)."""
     from .io import open_input, write_array
-    from .pipeline import check_state_file, load_state, state_to_save
+    from .pipeline import check_initial_state, check_state_file, load_state, own_state, state_format, state_to_save
     from .stream import open_stream, stream_rows
     from .summary import render_warnings, stderr_console
 
@@ -634,7 +728,18 @@ def _run_stream(source: str, options: Any, params: dict[str, Any]) -> None:
     if any(refused.values()):
         given = ", ".join(flag for flag, on in refused.items() if on)
         raise UsageError(f"--stream writes CSV rows to stdout as they come, so {given} cannot apply; redirect stdout")
+    _check_outputs(
+        {"--save-weights": params["save_weights"], "--save-state": params["save_state"]},
+        [("INPUT", source), ("--weights", options.weights), ("--initial-state", params["initial_state"])],
+    )
+    if params["save_weights"]:
+        from .weights import save_format
+
+        save_format(params["save_weights"])
+    if params["save_state"]:
+        state_format(params["save_state"])
     console, name = stderr_console(), "<stdin>" if source == "-" else source
+    initial_state = load_state(params["initial_state"]) if params["initial_state"] else None  # before waiting for rows
     with ExitStack() as stack:
         lines = sys.stdin.buffer if source == "-" else stack.enter_context(open_input(source))
         if source == "-":
@@ -645,9 +750,14 @@ def _run_stream(source: str, options: Any, params: dict[str, Any]) -> None:
         if params["save_weights"]:
             from .weights import save_format, save_weights
 
-            fmt = save_format(params["save_weights"])
-            _write(params["save_weights"], lambda fp: save_weights(built.model, fp, fmt))
-        initial_state = load_state(params["initial_state"]) if params["initial_state"] else None
+            fmt, own = save_format(params["save_weights"]), {"return_mode": built.return_mode, "layout": built.layout}
+            _write(params["save_weights"], lambda fp: save_weights(built.model, fp, fmt, **own))
+        if initial_state is not None:
+            check_initial_state(built.model, initial_state, f"--initial-state {params['initial_state']}", None, name)
+        elif built.initial_state is not None:  # the state the weights file holds
+            initial_state = own_state(built, True)
+            check_initial_state(built.model, initial_state, f"the initial state {built.weights} holds", None, name)
+        render_warnings(console, list(built.warnings))
         facts = stream_rows(
             built.model,
             rows,
@@ -723,7 +833,17 @@ def batch(inputs: tuple[str, ...], **params: Any) -> None:
       rnncli batch 'data/*.npy' --out-dir out --shard $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT
       rnncli batch 'data/*.npy' --out-dir out --weights w.npz --dask tcp://scheduler:8786
     """
-    from .batch import BatchSettings, batch_report, default_workers, expand_inputs, parse_shard, plan_batch, run_batch
+    from .batch import (
+        BatchSettings,
+        batch_report,
+        check_own_outputs,
+        default_workers,
+        expand_inputs,
+        parse_shard,
+        plan_batch,
+        prepare_batch,
+        run_batch,
+    )
     from .errors import OutputError
     from .pipeline import RunSettings, output_format
     from .summary import stderr_console
@@ -743,7 +863,15 @@ def batch(inputs: tuple[str, ...], **params: Any) -> None:
 
         save_format(params["save_weights"])  # .npz or .safetensors: a usage error now, not after the batch
     paths = expand_inputs(inputs, _read_list(params["from_list"], console) if params["from_list"] else [])
+    check_own_outputs(inputs, out_dir, out_fmt)
     plan = plan_batch(paths, out_dir, out_fmt, shard=shard, overwrite=params["overwrite"])
+    _check_outputs(
+        {"--report": params["report"], "--save-weights": params["save_weights"]},
+        [("--weights", options.weights), *(("INPUT", path) for path in plan.inputs)],
+        planned=[job.destination for job in plan.todo + plan.done],  # done: one an input would pass for done
+    )
+    # everything that fails the whole batch (weights, contradicting options, the dask extra) before any display
+    prepared = prepare_batch(options, plan.inputs, settings, params["dask_address"])
     if not quiet:
         _describe_plan(console, plan, out_dir)
     if plan.todo:
@@ -754,9 +882,7 @@ def batch(inputs: tuple[str, ...], **params: Any) -> None:
     with _BatchProgress(console, len(plan.todo), quiet) as progress:
         result = run_batch(
             plan.todo,
-            options,
-            settings,
-            inputs=plan.inputs,
+            prepared,
             workers=params["workers"] or default_workers(),
             dask_address=params["dask_address"],
             on_record=progress.update,
@@ -768,8 +894,9 @@ def batch(inputs: tuple[str, ...], **params: Any) -> None:
     if params["save_weights"] and result.built is not None:
         from .weights import save_format, save_weights
 
-        fmt = save_format(params["save_weights"])
-        _write(params["save_weights"], lambda fp: save_weights(result.built.model, fp, fmt))
+        fmt, built = save_format(params["save_weights"]), result.built
+        own = {"return_mode": built.return_mode, "layout": built.layout}
+        _write(params["save_weights"], lambda fp: save_weights(built.model, fp, fmt, **own))
     if not quiet:
         _render_batch_summary(console, report)
     counts = report["counts"]
@@ -904,7 +1031,9 @@ def _stdout_is_terminal() -> bool:
 
 def _stdin_hint(console: Any, what: str, detail: str = "") -> None:
     """Tell a person at a terminal that rnncli waits for them, instead of seeming to hang (also with -q:
-    the hint shows only when stdin is a terminal, so it never touches a pipeline)."""
+    the hint shows only when stdin is a terminal, so it never touches a pipeline). First, an interrupt
+    Python dropped during the imports before it stops the command, rather than a wait for input."""
+    check_interrupted()
     if sys.stdin.isatty():
         console.print(f"[dim]waiting for {what} on stdin ({detail + '; ' if detail else ''}Ctrl-D to end)…[/dim]")
 
@@ -918,14 +1047,9 @@ def _read_input(source: str, fmt: str | None, key: str | None, console: Any) -> 
     return load_array(sys.stdin.buffer, fmt, key=key, name="<stdin>")
 
 
-def _read_array(path: str) -> Any:
-    from .io import load_array
-
-    return load_array(path).array
-
-
 class _StdoutWriter:
-    """stdout as a plain writable: numpy then writes through Python, so a closed pipe raises BrokenPipeError."""
+    """stdout as a plain writable: numpy then writes through Python, so a closed pipe raises BrokenPipeError;
+    any other failed write (a full disk, `ulimit -f`, an I/O error) raises OutputError."""
 
     def __init__(self, raw: Any) -> None:
         self._raw = raw
@@ -935,15 +1059,31 @@ class _StdoutWriter:
         # ignores the count): write the rest, so the closed pipe raises BrokenPipeError every time.
         view = memoryview(data).cast("B")
         written = 0
-        while written < len(view):
-            count = self._raw.write(view[written:])
-            if not count:
-                raise BrokenPipeError(errno.EPIPE, "stdout accepts no more data")
-            written += count
+        try:
+            while written < len(view):
+                count = self._raw.write(view[written:])
+                if not count:
+                    raise BrokenPipeError(errno.EPIPE, "stdout accepts no more data")
+                written += count
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _stdout_failed(exc) from None
         return written
 
     def flush(self) -> None:
-        self._raw.flush()
+        try:
+            self._raw.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _stdout_failed(exc) from None
+
+
+def _stdout_failed(exc: OSError) -> RnnCliError:
+    from .errors import OutputError
+
+    return OutputError(f"<stdout>: write failed ({exc.strerror or exc}); the output is incomplete")
 
 
 def _write(path: str, produce: Callable[[Any], Any], staged: ExitStack | None = None) -> Any:
@@ -952,32 +1092,62 @@ def _write(path: str, produce: Callable[[Any], Any], staged: ExitStack | None = 
     With `staged`, the file is complete and synced on return but renamed into place only when
     that stack closes without an error, together with the other staged outputs.
     """
-    from .io import atomic_output
+    from .io import atomic_output, sync_output
 
     if path == "-":
-        result = produce(_StdoutWriter(sys.stdout.buffer))
-        sys.stdout.buffer.flush()
+        stdout = _StdoutWriter(sys.stdout.buffer)
+        result = produce(stdout)
+        stdout.flush()
         return result
     if staged is None:
         with atomic_output(path) as fp:
             return produce(fp)
     fp = staged.enter_context(atomic_output(path))
     result = produce(fp)
-    fp.flush()
-    os.fsync(fp.fileno())  # a full disk shows here, before any staged output is renamed into place
+    sync_output(fp)  # a full disk shows here (a pipe has nothing to sync), before any staged output is renamed
     return result
 
 
-def _check_outputs(paths: dict[str, str | None]) -> None:
-    """Before any work: every output file can be written, and no two outputs share a file."""
+def _check_outputs(
+    outputs: dict[str, str | None], inputs: Iterable[tuple[str, str | None]] = (), planned: Iterable[str] = ()
+) -> None:
+    """Before any work: every output file can be written, no two outputs share a file, and none is a file
+    the command reads (compared as files, so links count) — but --save-state may be its --initial-state,
+    which is read whole before anything is written.
+
+    `inputs` are (flag, path), flag INPUT for data; `planned` are batch outputs in --out-dir (made later).
+    """
     from .io import check_output_path
 
-    seen: dict[str, str] = {}
-    for flag, path in paths.items():
-        if not path or path == "-":
-            continue
+    given = [(flag, path, os.path.realpath(path)) for flag, path in outputs.items() if path and path != "-"]
+    for _, path, _ in given:
         check_output_path(path)
-        real = os.path.realpath(path)
-        if real in seen:
-            raise UsageError(f"{seen[real]} and {flag} both write {path}; give each output its own file")
+    directories = {directory: os.path.realpath(directory) for directory in {os.path.dirname(p) for p in planned}}
+    for path in planned:  # all in --out-dir: resolved once, not file by file (a batch may have thousands)
+        given.append(("--out-dir", path, os.path.join(directories[os.path.dirname(path)], os.path.basename(path))))
+    seen: dict[str, str] = {}
+    existing: dict[tuple[int, int], tuple[str, str]] = {}
+    for flag, path, real in given:
+        identity = _file_identity(path)
+        if real in seen or identity in existing:
+            first = seen.get(real) or existing[identity][0]
+            raise UsageError(f"{first} and {flag} both write {path}; give each output its own file")
         seen[real] = flag
+        if identity is not None:
+            existing[identity] = (flag, path)
+    if not existing:  # an input is an existing file: no need to look at them (a batch may have thousands)
+        return
+    for source, path in inputs:
+        written = existing.get(_file_identity(path)) if path and path != "-" else None
+        if written is not None and (written[0], source) != ("--save-state", "--initial-state"):
+            what = "the input" if source == "INPUT" else f"the {source} file"
+            raise UsageError(f"{written[0]} {written[1]} is also {what}; write the output to another file")
+
+
+def _file_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of an existing file, as os.path.samefile compares them (symlinks followed), else None."""
+    try:
+        status = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return status.st_dev, status.st_ino

@@ -119,17 +119,40 @@ def init_model(
             if input_scaling is not None:
                 w_ih = w_ih * input_scaling
                 b_ih = b_ih * input_scaling
-            if density is not None and density < 1:
-                w_hh = w_hh * (rng.random(w_hh.shape) < density)
-            if spectral_radius_target is not None:
-                radius = spectral_radius(w_hh)
-                if radius > 0:
-                    w_hh = w_hh * (spectral_radius_target / radius)
+            w_hh = _recurrent(rng, w_hh, density, spectral_radius_target)
             cast = [np.ascontiguousarray(t, dtype=dtype) for t in (w_ih, w_hh, b_ih, b_hh)]
             layer.append(Cell(*cast) if bias else Cell(cast[0], cast[1]))
         stack.append(tuple(layer))
         features = 2 * size if directions == 2 and merge == "concat" else size
     return RNN(tuple(stack), activation=activation, merge=merge, reverse=reverse, clip=clip, leak=leak)
+
+
+_REDRAWS = 100
+"""Masks drawn for a sparse W_hh before giving up on one whose spectral radius is not 0."""
+_NEGLIGIBLE = 1e-6
+"""A spectral radius below this share of the largest weight is 0 in effect: there is nothing to rescale."""
+
+
+def _recurrent(rng: np.random.Generator, w_hh: np.ndarray, density: float | None, target: float | None) -> np.ndarray:
+    """W_hh thinned to `density` (share of non-zeros kept) and rescaled to spectral radius `target`.
+
+    A thinned matrix whose non-zeros form no cycle has spectral radius 0 and cannot be rescaled; its
+    mask is then drawn again from the same generator, so seeds that never hit one keep their weights.
+    """
+    sparse = density is not None and density < 1
+    for _ in range(_REDRAWS if sparse else 1):
+        thinned = w_hh * (rng.random(w_hh.shape) < density) if sparse else w_hh
+        if target is None:
+            return thinned
+        radius = spectral_radius(thinned)
+        if radius > _NEGLIGIBLE * np.abs(thinned).max(initial=0) or target == 0 or not sparse:
+            return thinned * (target / radius) if radius > 0 else thinned
+    units = len(w_hh)
+    raise UsageError(
+        f"{_REDRAWS} draws of a {units}×{units} recurrent matrix at density {density:g} all had spectral radius 0 "
+        f"(too few non-zeros to form a cycle), so none scales to spectral radius {target:g}; "
+        f"use a higher --density, e.g. {min(1.0, 4 / units):g}"
+    )
 
 
 def _check_parameter_memory(input_size: int, sizes: list[int], directions: int, merge: str, itemsize: int) -> None:

@@ -12,12 +12,15 @@ import io
 import itertools
 import math
 import os
+import re
+import stat
 import struct
 import sys
 import tokenize
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple, Union
 
 import numpy as np
@@ -25,7 +28,7 @@ import numpy as np
 if TYPE_CHECKING:  # zipfile is imported where used: quick start-up for plain .npy runs
     import zipfile
 
-from .errors import InputError, OutputError, UsageError, printable
+from .errors import InputError, OutputError, RnnCliError, UsageError, printable
 
 PathOrFile = Union[str, "os.PathLike[str]", BinaryIO]
 
@@ -38,6 +41,9 @@ MAX_DIMS = 32  # numpy 1.x's limit; rnncli itself uses 1-D to 3-D arrays
 TEXT_EXPANSION = 5  # parsing text holds the bytes, the decoded lines, the joined body and the floats at once
 # numpy parses .npy headers with ast and tokenize: hostile text raises more than ValueError
 HEADER_ERRORS = (ValueError, EOFError, UnicodeDecodeError, SyntaxError, TypeError, OverflowError, tokenize.TokenError)
+NPY_HEADER_LIMIT = 10_000  # numpy's own bound: it refuses longer headers as unsafe to parse
+NPY_HEADER_EXAMPLE = "{'descr': '<f4', 'fortran_order': False, 'shape': (500, 3)}"
+NOT_LITERAL = ("malformed node or string", "Cannot parse header")  # ast.literal_eval's and numpy's words
 
 
 class LoadedArray(NamedTuple):
@@ -194,16 +200,21 @@ def _remaining_bytes(fp: BinaryIO) -> int | None:
 
 def read_npy_header(fp: BinaryIO, name: str, allow_text: bool = False) -> tuple[tuple[int, ...], bool, np.dtype]:
     """Parse and validate a .npy header; returns (shape, fortran_order, dtype), fp at the data."""
+    text = b""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # numpy warns about Python 2 headers: noise on stderr, not our message
             version = np.lib.format.read_magic(fp)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
-            else:
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+            # The header is read here, not by numpy, so that a message can show it (and a huge one is never read)
+            length_field = _read_exactly(fp, 2 if version == (1, 0) else 4, "array header length")
+            length = int.from_bytes(length_field, "little")
+            if length > NPY_HEADER_LIMIT:
+                raise _bad_header(name, f"{length:,} bytes long, more than the {NPY_HEADER_LIMIT:,} numpy reads")
+            text = _read_exactly(fp, length, "array header")
+            parse = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = parse(io.BytesIO(length_field + text))
     except HEADER_ERRORS as exc:
-        raise _bad_header(name, _reason(exc)) from None
+        raise _bad_header(name, _header_reason(exc, text)) from None
     if not (allow_text and dtype.kind == "U"):
         check_dtype(dtype, name)
     shape = tuple(int(n) for n in shape)
@@ -216,8 +227,25 @@ def read_npy_header(fp: BinaryIO, name: str, allow_text: bool = False) -> tuple[
     return shape, bool(fortran), dtype
 
 
+def _read_exactly(fp: BinaryIO, size: int, what: str) -> bytes:
+    data = fp.read(size)
+    if len(data) < size:
+        raise EOFError(f"EOF: reading {what}, expected {size} bytes got {len(data)}")
+    return data
+
+
+def _header_reason(exc: BaseException, text: bytes) -> str:
+    """Why a header did not parse, in words: numpy's own reason, or for text that is not a literal (where
+    Python's message names AST objects: "<ast.BinOp object at 0x…>") the text itself and a valid example."""
+    reason = _reason(exc)
+    if isinstance(exc, (SyntaxError, tokenize.TokenError)) or reason.startswith(NOT_LITERAL):
+        found = printable(text.decode("latin1").strip(), 80)
+        return f"{found} is not a dict of plain values like {NPY_HEADER_EXAMPLE}"
+    return reason
+
+
 def _bad_header(name: str, reason: str) -> InputError:
-    return InputError(f"{name}: not a valid .npy file (header: {printable(reason, 120)}); re-save it with numpy.save")
+    return InputError(f"{name}: not a valid .npy file (header: {printable(reason, 200)}); re-save it with numpy.save")
 
 
 def check_dtype(dtype: np.dtype, name: str) -> None:
@@ -404,19 +432,56 @@ def _read_npz(fp: BinaryIO, name: str, key: str | None) -> tuple[np.ndarray, str
 def read_zip_member_npy(
     archive: zipfile.ZipFile, member: zipfile.ZipInfo, label: str, allow_text: bool = False
 ) -> np.ndarray:
-    """Read one .npy member with its declared size bounded by memory (a zip bomb is refused)."""
-    if member.file_size > memory_budget():
-        raise InputError(
-            f"{label}: member inflates to {member.file_size:,} bytes, more than the memory "
-            "available (a zip bomb?); refusing to read it"
-        )
+    """Read one .npy member, refused before inflating if it would not fit in memory or looks like a zip bomb."""
     if member.flag_bits & 0x1:
         raise InputError(f"{label}: the member is encrypted; rnncli reads unencrypted .npz archives")
+    check_zip_member(member, label, InputError, "if the data is genuine, re-save it with numpy.savez (uncompressed)")
     try:
         with archive.open(member) as stream:
             return read_npy(stream, label, size=member.file_size, allow_text=allow_text)
     except archive_errors() as exc:
         raise InputError(f"{label}: corrupt archive member ({_reason(exc)}); re-create the file") from None
+
+
+ZIP_BOMB_SIZE = 64 << 20  # a member this small inflates harmlessly, whatever its compression ratio
+ZIP_BOMB_RATIO = 200  # only long runs of one byte deflate this well; real arrays and HDF5 weights stay far below
+# zipfile.ZIP_BZIP2 and ZIP_LZMA: zipfile inflates all it reads of these at once, whatever size the member declares
+UNBOUNDED_COMPRESSION = {12: "bzip2", 14: "LZMA"}
+
+
+def check_zip_member(info: zipfile.ZipInfo, label: str, error: type[RnnCliError], resave: str) -> None:
+    """Refuse, before inflating it, an archive member that would not fit in memory or looks like a zip bomb.
+
+    Reading a member takes about twice its declared size, so it may declare half the memory budget;
+    zipfile inflates stored and deflated members no further than that size (and checks the CRC there),
+    while bzip2 and LZMA members are refused. `resave` tells the user how to make a genuine file readable.
+    """
+    if info.compress_type in UNBOUNDED_COMPRESSION:
+        raise error(
+            f"{label}: the member is compressed with {UNBOUNDED_COMPRESSION[info.compress_type]}, which rnncli "
+            f"does not inflate (its memory use cannot be bounded); {resave}"
+        )
+    size, packed, budget = info.file_size, info.compress_size, memory_budget()
+    ratio = size / max(packed, 1)
+    if size > ZIP_BOMB_SIZE and ratio > ZIP_BOMB_RATIO:
+        raise error(
+            f"{label}: the member inflates {ratio:,.0f}× ({_byte_size(size)} from {_byte_size(packed)}), "
+            f"which looks like a zip bomb; refusing to read it; {resave}"
+        )
+    if 2 * size > budget:
+        raise error(
+            f"{label}: the member inflates to {_byte_size(size)} and reading it needs about {_byte_size(2 * size)}, "
+            f"more than the {_byte_size(budget)} of memory available (a zip bomb?); refusing to read it; "
+            "free some memory or use a smaller file"
+        )
+
+
+def _byte_size(count: float) -> str:
+    """A size for a message: 900 bytes, 3.1 MiB, 2.9 GiB."""
+    unit = 0
+    while count >= 1024 and unit < 3:
+        count, unit = count / 1024, unit + 1
+    return f"{count:,.0f} bytes" if unit == 0 else f"{count:,.1f} {('KiB', 'MiB', 'GiB')[unit - 1]}"
 
 
 def _read_text(data: bytes, name: str) -> np.ndarray:
@@ -574,7 +639,9 @@ def write_array(fp: BinaryIO, data: np.ndarray | Mapping[str, np.ndarray], fmt: 
     if isinstance(data, Mapping):
         raise UsageError(f"{fmt} holds one array; several outputs need .npz (--to npz)")
     if fmt == "npy":
-        np.lib.format.write_array(fp, np.asarray(data), allow_pickle=False)
+        # numpy writes a real file with tofile(), which needs a file position: a pipe gets Python writes
+        sink = SimpleNamespace(write=fp.write) if np.lib.format.isfileobj(fp) and not fp.seekable() else fp
+        np.lib.format.write_array(sink, np.asarray(data), allow_pickle=False)
     elif fmt == "csv":
         if data.ndim > 2:
             raise UsageError(
@@ -593,7 +660,8 @@ def _umask() -> int:
 
 
 def check_output_path(path: str | os.PathLike[str]) -> str:
-    """Refuse an output path that cannot be written (a directory, or in a missing one); returns its directory.
+    """Refuse an output path that cannot be written (a directory, a read-only file, or in a missing
+    directory); returns its directory.
 
     Callers check every output before a long run, so a typo fails in a second, not after the work.
     """
@@ -602,8 +670,61 @@ def check_output_path(path: str | os.PathLike[str]) -> str:
     if os.path.isdir(path):
         raise OutputError(f"{path}: is a directory; give a file name for the output")
     if not os.path.isdir(directory):
+        existing = directory
+        while not os.path.lexists(existing):
+            existing = os.path.dirname(existing)
+        if os.path.isfile(existing):
+            raise OutputError(f"{path}: {existing} is a file, not a directory; choose another output path")
         raise OutputError(f"{path}: directory {directory} does not exist; create it first")
+    if os.path.isfile(path) and not os.path.islink(path) and not os.access(path, os.W_OK):
+        raise OutputError(f"{path}: is read-only; chmod u+w it or choose another output")
     return directory
+
+
+def writes_in_place(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is written straight into rather than replaced: an existing device, FIFO or socket
+    (symlinks followed: /dev/null), or a name for an open descriptor (/dev/stdout; bash's `-o >(gzip)`
+    passes /dev/fd/63). Such an output cannot be renamed into place, seeked or synced."""
+    if _descriptor(os.fspath(path)) is not None:
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _descriptor(path: str) -> int | None:
+    """The number of this process's open descriptor that `path` names (/dev/fd/3, /proc/self/fd/3, or a
+    symlink to one: /dev/stdout), else None."""
+    descriptors = {os.path.realpath("/proc/self/fd"), "/dev/fd"}
+    for _ in range(40):  # the kernel's limit on symlinks in a path
+        number = os.path.basename(path)
+        if os.path.realpath(os.path.dirname(os.path.abspath(path))) in descriptors and re.fullmatch("[0-9]+", number):
+            return int(number)
+        if not os.path.islink(path):
+            return None
+        try:
+            path = os.path.join(os.path.dirname(os.path.abspath(path)), os.readlink(path))
+        except OSError:
+            return None
+    return None
+
+
+def sync_output(fp: BinaryIO) -> None:
+    """Flush `fp` and make its data durable (a full disk shows here); a pipe or device has nothing to sync."""
+    fp.flush()
+    if stat.S_ISREG(os.fstat(fp.fileno()).st_mode):
+        os.fsync(fp.fileno())
+
+
+def _permissions(path: str) -> int:
+    """The mode for a new output: an existing regular file keeps its own, anything else gets the umask's default."""
+    with suppress(OSError):
+        mode = os.lstat(path).st_mode
+        if stat.S_ISREG(mode):
+            return stat.S_IMODE(mode) & 0o777
+    return 0o666 & ~_umask()
 
 
 def _create_temporary(directory: str, name: str) -> tuple[int, str]:
@@ -623,10 +744,15 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """Open a temporary file next to `path`; rename it into place only if the block succeeds.
 
     On any failure or interruption the temporary file is removed and an existing `path` is
-    left exactly as it was.
+    left exactly as it was; a replaced file keeps its permissions. A device, FIFO or descriptor
+    (see `writes_in_place`) is written straight into instead: a stream cannot be atomic.
     """
     path = os.fspath(path)
     directory = check_output_path(path)
+    if writes_in_place(path):
+        with _in_place(path) as fp:
+            yield fp
+        return
     try:
         fd, temporary = _create_temporary(directory, os.path.basename(path))
     except OSError as exc:
@@ -634,9 +760,8 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     try:
         with os.fdopen(fd, "wb") as fp:
             yield fp
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())
+            sync_output(fp)
+        os.chmod(temporary, _permissions(path))
         os.replace(temporary, path)
     except OSError as exc:
         with suppress(OSError):
@@ -648,3 +773,21 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         with suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+@contextmanager
+def _in_place(path: str) -> Iterator[BinaryIO]:
+    """Write into an existing device, FIFO or descriptor: no temporary file, no rename, no fsync."""
+    descriptor = _descriptor(path)
+    try:  # a descriptor is duplicated, not reopened: it keeps its offset and its append mode
+        fd = os.dup(descriptor) if descriptor is not None else os.open(path, os.O_WRONLY | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot open it for writing ({exc.strerror})") from None
+    try:
+        with os.fdopen(fd, "wb") as fp:
+            yield fp
+            fp.flush()
+    except BrokenPipeError:
+        raise  # the reader has gone: the CLI ends quietly, as for a closed stdout
+    except OSError as exc:
+        raise OutputError(f"{path}: write failed ({exc.strerror or exc}); the output is incomplete") from None

@@ -75,8 +75,15 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], None]] = {
 _KERNEL_ACTIVATIONS = {"tanh": 0, "relu": 1, "sigmoid": 2, "linear": 3}
 
 
+ENGINES = ("auto", "numpy")
+"""Values of RNNCLI_ENGINE: "auto" (the compiled kernel when it is installed) or "numpy" (the fallback)."""
+
+
 def _load_kernel():
-    if os.environ.get("RNNCLI_ENGINE", "auto") == "numpy":
+    engine = os.environ.get("RNNCLI_ENGINE") or "auto"  # set but empty: as if unset
+    if engine not in ENGINES:
+        raise UsageError(f"RNNCLI_ENGINE={engine} is not an engine; set it to {' or '.join(ENGINES)}, or unset it")
+    if engine == "numpy":
         return None
     try:
         from . import _kernel

@@ -70,6 +70,10 @@ class BuiltModel(NamedTuple):
 
     `return_mode` is the model's own output choice ("final" for a Keras model whose last layer has
     return_sequences=False), which applies unless --return is given; None for everything else.
+    `layout` is its own 3-D input layout ("time-major" for an ONNX graph that takes (T, B, F)), which
+    3-D data follow; `layout_from` names what decided it. The rest comes from a weights file too:
+    `parameters` counted as its framework counts them, the `initial_state` it holds (one (B, H) array
+    per cell, used unless a run is given one), and its `warnings`, added to every run's.
     """
 
     model: RNN | Stack
@@ -78,10 +82,20 @@ class BuiltModel(NamedTuple):
     seed: int | None = None
     weights: str | None = None
     return_mode: str | None = None
+    layout: str | None = None
+    layout_from: str | None = None
+    parameters: int | None = None
+    initial_state: tuple[np.ndarray, ...] | None = None
+    warnings: tuple[str, ...] = ()
 
 
-def build_model(options: ModelOptions, input_size: int) -> BuiltModel:
-    """Load `options.weights` (checking it against the other options) or draw seeded weights."""
+def build_model(
+    options: ModelOptions, input_size: int, *, source: str | None = None, shape: Sequence[int | None] | None = None
+) -> BuiltModel:
+    """Load `options.weights` (checking it against the other options) or draw seeded weights.
+
+    `source` and `shape` name the data the model is built for, in the message when the weights do not fit it.
+    """
     if options.weights is None:
         if options.merge is not None and not options.bidirectional:
             raise UsageError(
@@ -126,13 +140,46 @@ def build_model(options: ModelOptions, input_size: int) -> BuiltModel:
     if options.dtype:
         model = model.astype(options.dtype)
     _check_agrees(model, options)
-    if model.input_size != input_size:
+    built = BuiltModel(
+        model,
+        f"weights {options.weights}" + ("" if loaded.fmt in ("npz", "safetensors") else f" ({loaded.fmt})"),
+        weights=options.weights,
+        return_mode=loaded.return_mode,
+        layout=loaded.layout,
+        layout_from="the ONNX graph" if loaded.fmt == "onnx" else "the weights file",
+        parameters=loaded.parameters,
+        initial_state=loaded.initial_state,
+        warnings=tuple(loaded.warnings),
+    )
+    check_features(built, input_size, source, shape)
+    return built
+
+
+def check_features(
+    built: BuiltModel, features: int, source: str | None = None, shape: Sequence[int | None] | None = None
+) -> None:
+    """Refuse data with another number of features than the model takes, naming the file and both shapes."""
+    wanted = built.model.input_size
+    if features == wanted:
+        return
+    where = f"{source}: " if source else ""
+    shapes = f"W_ih is {built.model.cells()[0].w_ih.shape}"
+    if source and shape is not None:
+        shapes += f", {source} is {_shape_text(shape)}"
+    if built.weights is not None:
         raise ShapeError(
-            f"weights {options.weights} take {model.input_size} input features but the data has "
-            f"{input_size}; give data with {model.input_size} features or other weights"
+            f"{where}weights {built.weights} take {wanted} input features but the data has {features}; "
+            f"give data with {wanted} features or other weights ({shapes})"
         )
-    origin = f"weights {options.weights}" + ("" if loaded.fmt in ("npz", "safetensors") else f" ({loaded.fmt})")
-    return BuiltModel(model, origin, weights=options.weights, return_mode=loaded.return_mode)
+    raise ShapeError(
+        f"{where}the model takes {wanted} input features but the data has {features}; its random weights were "
+        f"drawn for {wanted}, so run data with {features} features separately ({shapes})"
+    )
+
+
+def _shape_text(shape: Sequence[int | None]) -> str:
+    """(T, F) as in numpy's messages; a T not known yet (CSV read in blocks) is `?`."""
+    return "(" + ", ".join("?" if n is None else str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def weights_settings(options: ModelOptions) -> dict[str, Any]:
@@ -267,6 +314,8 @@ class RunFacts:
 
 
 def describe_model(built: BuiltModel) -> dict[str, Any]:
+    from .weights import part_facts
+
     model = built.model
     return {
         "layers": len(model.layers),
@@ -280,7 +329,9 @@ def describe_model(built: BuiltModel) -> dict[str, Any]:
         "leak": model.leak,
         "input_size": model.input_size,
         "output_size": model.output_size,
-        "parameters": model.parameter_count,
+        "parameters": model.parameter_count if built.parameters is None else built.parameters,
+        "parts": part_facts(model),
+        "initial_state": None,
         "dtype": str(model.dtype),
         "origin": built.origin,
         "init": built.init,
@@ -391,12 +442,67 @@ def _warn_beyond(facts: RunFacts, beyond: int, settings: RunSettings, dtype: Any
         )
 
 
-def _refuse_nonfinite_output(sequence: np.ndarray, settings: RunSettings) -> None:
+def _nonfinite_weights(built: BuiltModel) -> str | None:
+    """`weights w.npz hold 2 NaN and 0 Inf values` when they do (every output is then NaN), else None."""
+    counts = {"nan": 0, "inf": 0}
+    for cell in built.model.cells():
+        for tensor in cell:
+            if tensor is not None:
+                for kind, count in count_nonfinite(tensor).items():
+                    counts[kind] += count
+    if not (counts["nan"] or counts["inf"]):
+        return None
+    return f"{built.origin} hold {counts['nan']} NaN and {counts['inf']} Inf values"
+
+
+def _refuse_nonfinite_output(sequence: np.ndarray, settings: RunSettings, built: BuiltModel, source: str) -> None:
     if settings.nan_policy == "error" and not np.isfinite(sequence).all():
         counts = count_nonfinite(sequence)
-        raise RnnCliError(
-            f"the output holds {counts['nan']} NaN and {counts['inf']} Inf values and --on-nan error stops there; "
+        bad_weights = _nonfinite_weights(built)
+        overflow = (
             "unbounded activations overflow on large inputs: scale the data, use --clip C or a bounded --activation"
+        )
+        cause = f"the {bad_weights}: use other weights" if bad_weights else overflow
+        raise RnnCliError(
+            f"{source}: the output holds {counts['nan']} NaN and {counts['inf']} Inf values and --on-nan error "
+            f"stops there; {cause}"
+        )
+
+
+def check_lengths(lengths: np.ndarray, name: str, batch: int, steps: int, source: str) -> None:
+    """Refuse lengths that are not one whole number in 0..steps per batch row of `source`, naming `name`
+    (the lengths' file) and the first bad entry."""
+    values = np.asarray(lengths).reshape(-1)
+    if values.size != batch:
+        raise ShapeError(
+            f"{name}: {values.size} lengths for the {batch} batch rows of {source}; give one length per batch row"
+        )
+    with np.errstate(invalid="ignore"):
+        whole = np.mod(values, 1) == 0 if values.dtype.kind == "f" else np.full(values.shape, values.dtype.kind in "iu")
+        bad = ~whole | (values < 0) | (values > steps)
+    if bad.any():
+        i = int(np.argmax(bad))
+        value = values[i].item()
+        what = "not a whole number" if not whole[i] else f"outside 0..{steps} (the timesteps of {source})"
+        raise ShapeError(f"{name}: entry {i + 1} is {value:g}, {what}; give whole numbers of timesteps in 0..{steps}")
+
+
+def check_initial_state(
+    model: RNN | Stack, state: np.ndarray | Sequence[np.ndarray], name: str, batch: int | None, source: str
+) -> None:
+    """Refuse an initial state that does not fit the model over `source` (`batch` rows, or None for one
+    sequence): one (layers*directions, [batch,] units) tensor, or one ([batch,] units) entry per layer/direction."""
+    expected = [(cell.units,) if batch is None else (batch, cell.units) for cell in model.cells()]
+    if isinstance(state, np.ndarray):
+        have: Any = state.shape
+        want: Any = (len(expected), *expected[0]) if len(set(expected)) == 1 else expected
+    else:
+        have, want = [np.shape(part) for part in state], expected
+    if have != want:
+        layout = f"(layers*directions, {'' if batch is None else 'batch, '}units)"
+        raise ShapeError(
+            f"{name}: shape {have} but the model over {source} starts from {want} {layout}; "
+            "give the state saved by a run of the same model over data of the same layout"
         )
 
 
@@ -429,10 +535,18 @@ def output_data(items: dict[str, np.ndarray], fmt: str) -> np.ndarray | dict[str
 
 
 def _start_facts(built: BuiltModel, source: str, fmt: str, key: str | None, shape: Any, dtype: Any) -> RunFacts:
-    return RunFacts(
+    facts = RunFacts(
         input={"source": source, "format": fmt, "key": key, "shape": list(shape), "dtype": str(dtype)},
         model=describe_model(built),
     )
+    facts.warnings.extend(built.warnings)
+    return facts
+
+
+def own_state(built: BuiltModel, single: bool) -> Sequence[np.ndarray]:
+    """The initial state the weights file holds, as one sequence's when it is for a batch of one."""
+    state = built.initial_state
+    return [s[0] for s in state] if single and len(state[0]) == 1 else state
 
 
 def _finish_facts(
@@ -453,7 +567,11 @@ def _finish_facts(
             "they propagate through the recurrence"
         )
     if settings.nan_policy != "ignore" and (stats["nan"] or stats["inf"]):
-        facts.warnings.append(f"the output holds {stats['nan']} NaN and {stats['inf']} Inf values")
+        bad_weights = _nonfinite_weights(built)
+        facts.warnings.append(
+            f"the output holds {stats['nan']} NaN and {stats['inf']} Inf values"
+            + (f" (the {bad_weights})" if bad_weights else "")
+        )
     hint = saturation_hint(stats, built.origin)
     if hint:
         facts.warnings.append(hint)
@@ -476,18 +594,38 @@ def run_loaded(
     settings: RunSettings,
     initial_state: np.ndarray | Sequence[np.ndarray] | None = None,
     lengths: np.ndarray | None = None,
+    *,
+    state_source: str = "the initial state",
+    lengths_source: str = "the lengths",
 ) -> RunResult:
-    """Run a built model over a loaded array; returns the outputs asked for and the run's facts."""
+    """Run a built model over a loaded array; returns the outputs asked for and the run's facts.
+
+    `state_source` and `lengths_source` name where those came from (`--lengths l.csv`) in messages.
+    """
     _check_settings(settings)
     x = as_sequences(loaded.array, loaded.source)
     facts = _start_facts(built, loaded.source, loaded.fmt, loaded.key, loaded.array.shape, loaded.array.dtype)
     steps, batch = (x.shape[0], 1) if x.ndim == 2 else x.shape[:2] if settings.time_major else x.shape[1::-1]
+    if x.ndim == 3:
+        own = settings.time_major and built.layout == "time-major"
+        facts.input.update(
+            layout="time-major" if settings.time_major else "batch-first",
+            layout_from=built.layout_from if own else None,
+        )
+    check_features(built, x.shape[-1], loaded.source, loaded.array.shape)
+    if initial_state is None and built.initial_state is not None:
+        initial_state, state_source = own_state(built, x.ndim == 2), f"the initial state {built.weights} holds"
+        facts.model["initial_state"] = "the weights file"
+    if initial_state is not None:
+        check_initial_state(built.model, initial_state, state_source, None if x.ndim == 2 else batch, loaded.source)
+    if lengths is not None:
+        check_lengths(lengths, lengths_source, batch, steps, loaded.source)
     check_working_memory(built.model, steps, batch, loaded.source)
     beyond = check_values(x, loaded.source, settings, built.model.dtype)
     output, seconds = timed_forward(
         built.model, x, initial_state=initial_state, lengths=lengths, time_major=settings.time_major
     )
-    _refuse_nonfinite_output(output.sequence, settings)
+    _refuse_nonfinite_output(output.sequence, settings, built, loaded.source)
     items = {"sequence": output.sequence, "final": output.final}
     if settings.return_mode != "both":
         items = {settings.return_mode: items[settings.return_mode]}
@@ -539,6 +677,8 @@ def run_streamed(
     out_fmt: str,
     initial_state: np.ndarray | Sequence[np.ndarray] | None = None,
     fmt: str | None = None,
+    *,
+    state_source: str = "the initial state",
 ) -> RunResult:
     """Run over a (T, F) .npy or CSV file block by block, writing the output to `sink` as it goes.
 
@@ -551,17 +691,27 @@ def run_streamed(
     model = built.model
     block_steps = model_module.BLOCK_STEPS
     text = (fmt or format_from_name(source)) == "csv"
+    held = initial_state is None and built.initial_state is not None  # the state the weights file holds
+    if held:
+        initial_state, state_source = own_state(built, True), f"the initial state {built.weights} holds"
+    if initial_state is not None:
+        check_initial_state(model, initial_state, state_source, None, source)
     with open_input(source) as fp:
         if text:
             steps, width, dtype = None, model.input_size, np.dtype(np.float64)
             blocks = iter_text_blocks(fp, source, block_steps)
+            # a CSV row of F columns takes at least 2F bytes ("0," per cell): a short, wide file has few rows
+            most = min(block_steps, os.fstat(fp.fileno()).st_size // (2 * width) + 1)
         else:
             shape, _, dtype = read_npy_header(fp, source)
             check_npy_body(fp, source, shape, dtype)
             steps, width = shape[0], (shape[1] if len(shape) == 2 else 1)
             blocks = iter_npy_rows(fp, source, (steps, width), dtype, block_steps)
-        check_working_memory(model, block_steps if steps is None else min(steps, block_steps), 1, source)
+            most = min(steps, block_steps)
+        check_working_memory(model, most, 1, source)
         facts = _start_facts(built, source, "csv" if text else "npy", None, (steps, width), dtype)
+        if held:
+            facts.model["initial_state"] = "the weights file"
         input_counts = {"nan": 0, "inf": 0}
         stats = Statistics(model.activation)
         writer = None
@@ -577,7 +727,7 @@ def run_streamed(
                 input_counts[k] += v
             beyond += check_values(block, source, settings, model.dtype, first_row=done)
             output, elapsed = timed_forward(model, block, initial_state=state)
-            _refuse_nonfinite_output(output.sequence, settings)
+            _refuse_nonfinite_output(output.sequence, settings, built, source)
             done += len(block)
             seconds += elapsed
             state = output.state
@@ -606,28 +756,35 @@ def run_streamed(
     return RunResult({}, output.state, facts)
 
 
-def process_file(
-    built: BuiltModel,
-    source: str,
-    destination: str,
-    settings: RunSettings,
-    *,
-    in_fmt: str | None = None,
-    key: str | None = None,
-    out_fmt: str | None = None,
+def run_to_file(
+    built: BuiltModel, loaded: LoadedArray, destination: str, settings: RunSettings, out_fmt: str | None = None
 ) -> RunFacts:
-    """Read `source`, run the model, write `destination` atomically; returns the run's facts."""
+    """Run the model over a loaded array and write `destination` atomically; returns the run's facts."""
     out_fmt = output_format(destination, out_fmt, settings.return_mode)
-    run = run_loaded(built, load_array(source, in_fmt, key=key), settings)
+    run = run_loaded(built, loaded, settings)
     with atomic_output(destination) as fp:
         write_array(fp, output_data(run.items, out_fmt), out_fmt)
     run.facts.output.update(destination=destination, format=out_fmt)
     return run.facts
 
 
+STATE_FORMATS = ("npy", "npz")
+
+
+def state_format(path: str) -> str:
+    """The format of a --save-state file from its extension: .npy (one tensor) or .npz (one entry per layer)."""
+    fmt = format_from_name(path)
+    if fmt not in STATE_FORMATS:
+        raise UsageError(
+            f"--save-state {path}: a state is saved as .npy (one tensor, as PyTorch's h_n) or .npz (one entry "
+            "per layer and direction); name the file .npy or .npz"
+        )
+    return fmt
+
+
 def check_state_file(model: RNN, path: str) -> None:
     """Refuse, before any work, a .npy state file for layers of different sizes (it cannot be one tensor)."""
-    if not path.lower().endswith(".npz") and len(set(model.units)) > 1:
+    if state_format(path) == "npy" and len(set(model.units)) > 1:
         raise ShapeError(
             f"{path}: layers have different sizes {list(model.units)}, so the state cannot be one tensor "
             "(PyTorch's h_n needs equal sizes); save it as .npz instead"
@@ -636,18 +793,34 @@ def check_state_file(model: RNN, path: str) -> None:
 
 def state_to_save(state: tuple[np.ndarray, ...], path: str) -> np.ndarray | dict[str, np.ndarray]:
     """One (layers*directions, [B,] H) array for .npy; entries state_0, state_1, … for .npz (any sizes)."""
-    if path.lower().endswith(".npz"):
+    if state_format(path) == "npz":
         return {f"state_{i}": s for i, s in enumerate(state)}
     return stack_state(state)
 
 
+def load_option_array(path: str, flag: str) -> np.ndarray:
+    """The array of a small file given to an option (`--lengths`, `--initial-state`): .npy, or CSV/TSV text.
+
+    Messages start with the option, and suggest nothing that only applies to the data input (--from, stdin).
+    """
+    name = f"{flag} {path}"
+    fmt = format_from_name(path)
+    if fmt is None:
+        raise InputError(f"{name}: unknown extension '{os.path.splitext(path)[1]}'; save it as .npy or .csv")
+    if not os.path.exists(path) or os.path.isdir(path):
+        raise InputError(f"{name}: {'is a directory' if os.path.isdir(path) else 'no such file'}; check the path")
+    return load_array(path, fmt, name=name).array
+
+
 def load_state(path: str) -> np.ndarray | list[np.ndarray]:
     """An initial state from .npy/CSV (one tensor) or .npz (state_0, state_1, … as `state_to_save` writes)."""
-    if not path.lower().endswith(".npz"):
-        return load_array(path).array
+    if format_from_name(path) != "npz":
+        return load_option_array(path, "--initial-state")
     with open_input(path) as fp:
-        entries = read_npz(fp, path)
+        entries = read_npz(fp, f"--initial-state {path}")
     names = [f"state_{i}" for i in range(len(entries))]
     if sorted(entries) != sorted(names):
-        raise ShapeError(f"{path}: expected entries {', '.join(names)} (as --save-state FILE.npz writes)")
+        raise ShapeError(
+            f"--initial-state {path}: expected entries {', '.join(names)} (as --save-state FILE.npz writes)"
+        )
     return [entries[name] for name in names]

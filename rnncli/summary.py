@@ -12,17 +12,18 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-# Wide enough that a row naming a long path stays one line in a log file; rich only wraps at the console width.
-_UNWRAPPED_WIDTH = 1000
+# Wider than any row naming a path (PATH_MAX is 4096) can be: rich wraps only at the console width, and
+# its table layout costs the same at any width.
+_UNWRAPPED_WIDTH = 1 << 16
 # The width of drawings (previews, heatmaps) when the console is not a terminal.
 _DRAWING_WIDTH = 80
 
 
 def text_console(stderr: bool = True) -> Console:
     """A console for people's text: on a terminal it wraps to the window; in a file or pipe, never
-    (paths in logs stay whole and greppable)."""
+    (paths in logs stay whole and greppable), even when FORCE_COLOR asks for colours there."""
     console = Console(stderr=stderr, highlight=False)
-    if not console.is_terminal:
+    if not _on_a_terminal(console):
         console.width = _UNWRAPPED_WIDTH
     return console
 
@@ -32,24 +33,101 @@ def stderr_console() -> Console:
     return text_console(stderr=True)
 
 
+def _on_a_terminal(console: Console) -> bool:
+    """Whether the console writes to a real terminal (rich's `is_terminal` is also true under FORCE_COLOR
+    or TTY_COMPATIBLE, which CI logs set)."""
+    try:
+        return console.file.isatty()
+    except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream
+        return False
+
+
 def _drawing_width(console: Console) -> int:
-    return console.width if console.is_terminal else _DRAWING_WIDTH
+    return console.width if _on_a_terminal(console) else _DRAWING_WIDTH
 
 
 def _shape(shape: Any) -> str:
     return str(tuple(int(n) for n in shape))
 
 
-def _units(model: dict[str, Any]) -> str:
-    units = model["units"]
+def _which(numbers: list[int]) -> str:
+    """1-based layer numbers as "layer 2", "layers 3–4" or "layers 1, 3–4"."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    spans = [str(r[0]) if len(r) == 1 else f"{r[0]}–{r[-1]}" for r in runs]
+    return f"layer{'s' if len(numbers) > 1 else ''} {', '.join(spans)}"
+
+
+def _per_layer(model: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per layer, from the model's parts (the top-level settings when the facts have no parts)."""
+    keys = ("activation", "directions", "merge", "reverse", "bias", "clip", "leak")
+    parts = model.get("parts") or [{"units": model["units"], **{key: model[key] for key in keys}}]
+    return [
+        {
+            "activation": part["activation"],
+            "merge": part["merge"] if part["directions"] == 2 else None,
+            "reverse": part["reverse"] and part["directions"] == 1,
+            "bias": part["bias"],
+            "clip": part["clip"],
+            "leak": None if part["leak"] in (1, None) else part["leak"],
+        }
+        for part in parts
+        for _ in part["units"]
+    ]
+
+
+def _differences(layers: list[dict[str, Any]]) -> tuple[str, str, str]:
+    """The activations, the directions, and bias/clip/leak, each named layer by layer where layers differ:
+    ("relu, sigmoid", "layer 2 reversed, layers 3–4 bidirectional (ave, concat)", "layer 4 no bias")."""
+    count = len(layers)
+
+    def where(numbers: list[int]) -> str:
+        return "" if len(numbers) == count else _which(numbers) + " "
+
+    activations = [layer["activation"] for layer in layers]
+    structure = []
+    backwards = [i for i, layer in enumerate(layers, 1) if layer["reverse"]]
+    if backwards:
+        structure.append("reversed in time" if len(backwards) == count else f"{_which(backwards)} reversed")
+    both = [i for i, layer in enumerate(layers, 1) if layer["merge"]]
+    if both:
+        merges = [layers[i - 1]["merge"] for i in both]
+        merged = merges[0] if len(set(merges)) == 1 else ", ".join(merges)
+        structure.append(f"{where(both)}bidirectional ({merged})")
+    extras = []
+    unbiased = [i for i, layer in enumerate(layers, 1) if not layer["bias"]]
+    if unbiased:
+        extras.append(f"{where(unbiased)}no bias")
+    for key in ("clip", "leak"):
+        values = [layer[key] for layer in layers]
+        for value in dict.fromkeys(v for v in values if v is not None):
+            extras.append(f"{where([i for i, v in enumerate(values, 1) if v == value])}{key} {value:g}")
+    shown = activations[0] if len(set(activations)) == 1 else ", ".join(activations)
+    return shown, ", ".join(structure), ", ".join(extras)
+
+
+def _model_row(model: dict[str, Any]) -> str:
+    """The model row, "1 layer × 64 units · tanh · 4,416 parameters · float32"; layers that differ are named."""
+    units, layers = model["units"], _per_layer(model)
     sizes = str(units[0]) if len(set(units)) == 1 else ",".join(map(str, units))
-    layers = model["layers"]
-    text = f"{layers} layer{'s' if layers > 1 else ''} × {sizes} units"
-    if model["directions"] == 2:
-        text += f", bidirectional ({model['merge']})"
-    elif model["reverse"]:
-        text += ", reversed in time"
-    return text
+    text = f"{len(units)} layer{'s' if len(units) > 1 else ''} × {sizes} units"
+    activations, structure, extras = _differences(layers)
+    counted = f"{model['parameters']:,} parameters · {model['dtype']}"
+    if all(layer == layers[0] for layer in layers):  # "2 layers × 4 units, bidirectional (sum) · tanh, no bias · …"
+        settings = ", ".join(filter(None, [activations, extras]))
+        return f"{text}{', ' + structure if structure else ''} · {settings} · {counted}"
+    return " · ".join(filter(None, [text, activations, structure, extras, counted]))
+
+
+def _layout(inp: dict[str, Any]) -> str:
+    """For 3-D input run time-major, " · time-major (from the ONNX graph)"; nothing for the default."""
+    if inp.get("layout") != "time-major":
+        return ""
+    return " · time-major" + (f" (from {inp['layout_from']})" if inp.get("layout_from") else "")
 
 
 def render_summary(console: Console, facts: dict[str, Any]) -> None:
@@ -59,19 +137,10 @@ def render_summary(console: Console, facts: dict[str, Any]) -> None:
     table.add_column(style="bold cyan", no_wrap=True)
     table.add_column()
     source = inp["source"] + (f"[{inp['key']}]" if inp.get("key") else "")
-    table.add_row("input", f"{source} · {inp['format']} · {_shape(inp['shape'])} {inp['dtype']}")
-    extras = [model["activation"]]
-    if not model["bias"]:
-        extras.append("no bias")
-    if model["clip"] is not None:
-        extras.append(f"clip {model['clip']:g}")
-    if model["leak"] not in (1, None):
-        extras.append(f"leak {model['leak']:g}")
-    table.add_row(
-        "model",
-        f"{_units(model)} · {', '.join(extras)} · {model['parameters']:,} parameters · {model['dtype']}",
-    )
-    table.add_row("weights", f"{model['origin']} · {model['engine']} engine")
+    table.add_row("input", f"{source} · {inp['format']} · {_shape(inp['shape'])} {inp['dtype']}{_layout(inp)}")
+    table.add_row("model", _model_row(model))
+    state = " · initial state from the weights file" if model.get("initial_state") else ""
+    table.add_row("weights", f"{model['origin']}{state} · {model['engine']} engine")
     for item in out["items"]:
         table.add_row(
             "output", f"{item['name']} {_shape(item['shape'])} {item['dtype']} → {out['destination']} ({out['format']})"
@@ -89,6 +158,13 @@ def render_summary(console: Console, facts: dict[str, Any]) -> None:
         if stats["saturated"] is not None:
             values += f" · saturated {stats['saturated']:.1%}"
         table.add_row("values", values)
+    nonfinite = [
+        f"{counts['nan']:,} NaN and {counts['inf']:,} Inf in the {where}"
+        for where, counts in (("input", inp), ("output", stats))
+        if counts.get("nan") or counts.get("inf")
+    ]
+    if nonfinite:
+        table.add_row("NaN/Inf", " · ".join(nonfinite))
     console.print(table)
 
 
@@ -205,6 +281,13 @@ def render_weights(console: Console, facts: dict[str, Any]) -> None:
         table.add_row("not stored", Text(f"{', '.join(facts['not_stored'])} (defaults, or the options given)"))
     if facts["return"]:
         table.add_row("returns", f"{facts['return']} (the model's own choice; --return overrides it)")
+    if facts["layout"] == "time-major":
+        table.add_row("takes", "time-major input: 3-D data are read and written as (timesteps, batch, features)")
+    if facts["initial_state"]:
+        shapes = ", ".join(_shape(shape) for shape in facts["initial_state"])
+        table.add_row("initial state", f"{shapes} (applied unless --initial-state FILE is given)")
+    for message in facts["warnings"]:
+        table.add_row("warning", Text(message, style="yellow"))
     for key, value in facts["facts"].items():
         if isinstance(value, (str, int, float)) and value is not None:
             table.add_row(key.replace("_", " "), Text(str(value)))

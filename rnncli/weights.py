@@ -5,10 +5,11 @@ when its layers differ in settings (a Keras Sequential). Tensors use PyTorch's `
 names and layouts: ``weight_ih_l{k}`` (H, F), ``weight_hh_l{k}`` (H, H), ``bias_ih_l{k}`` and
 ``bias_hh_l{k}`` (H,), with a ``_reverse`` suffix for the backward direction. Settings that
 tensors cannot carry (activation, merge, reverse, clip, leak — per part for a stack — and the
-model's own output choice) travel as JSON: the ``__rnncli__`` string entry of an .npz, the
-``__metadata__`` header of a .safetensors. No file is ever unpickled: `.pt` files are read only
-through ``torch.load(weights_only=True)`` when PyTorch is installed. Keras files are handled in
-`weights_keras.py`, ONNX graphs in `weights_onnx.py`; this module dispatches and converts layouts.
+model's own output choice and input layout) travel as JSON: the ``__rnncli__`` string entry of
+an .npz, the ``__metadata__`` header of a .safetensors. No file is ever unpickled: `.pt` files are
+read only through ``torch.load(weights_only=True)`` when PyTorch is installed. Keras files are
+handled in `weights_keras.py`, ONNX graphs in `weights_onnx.py`; this module dispatches and
+converts layouts.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from .model import RNN, Cell, Stack
 Model = Union[RNN, Stack]
 
 METADATA_KEY = "__rnncli__"
-METADATA_VERSION = 2  # 1: one settings block; 2: adds "parts" (a Stack) and "return"
+METADATA_VERSION = 3  # 1: one settings block; 2: adds "parts" (a Stack) and "return"; 3: adds "layout"
 SETTINGS = ("activation", "merge", "reverse", "clip", "leak")
 RETURN_MODES = ("sequence", "final")
+LAYOUTS = ("batch-first", "time-major")
 _NAME = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(_reverse)?$")
 _PREFIXED = re.compile(r"^(.+\.)((?:weight_ih|weight_hh|bias_ih|bias_hh)_l\d+(?:_reverse)?)$")
 KERAS_NAMES = ("kernel", "recurrent_kernel", "bias")
@@ -112,12 +114,16 @@ class Part:
 
 @dataclass(frozen=True)
 class Found:
-    """What a format reader returns: the parts, the model's own output choice, the file's tensors, facts."""
+    """What a format reader returns: the parts, the model's own output choice, the file's tensors, facts,
+    and what `LoadedWeights` passes on: the input layout, an initial state, warnings."""
 
     parts: list[Part]
     return_mode: str | None = None
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
+    layout: str | None = None
+    initial_state: tuple[np.ndarray, ...] | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,10 @@ class LoadedWeights:
     """A weights file read: the model, its format, the settings the file decides, and what it holds.
 
     `return_mode` is the model's own output ("final" for a Keras model whose last layer has
-    ``return_sequences=False``), or None; `tensors` are named as in the file.
+    ``return_sequences=False``), or None; `tensors` are named as in the file. `layout` is the model's
+    own 3-D input layout ("time-major" for an ONNX graph that takes (T, B, F)), or None. `initial_state`
+    is a state the file holds (an ONNX graph's constant initial_h): one (B, H) array per cell, in state
+    order. `warnings` say what of the file a run leaves out (an initial state the graph takes as input).
     """
 
     model: Model
@@ -135,6 +144,15 @@ class LoadedWeights:
     return_mode: str | None
     tensors: dict[str, np.ndarray]
     facts: dict[str, Any]
+    layout: str | None = None
+    initial_state: tuple[np.ndarray, ...] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def parameters(self) -> int:
+        """The parameter count as the file's framework counts it: what the file holds (one bias per Keras
+        cell; PyTorch's two; ONNX's B, which holds both)."""
+        return int(sum(np.asarray(t).size for t in self.tensors.values()))
 
 
 def to_state_dict(model: Model) -> dict[str, np.ndarray]:
@@ -163,8 +181,9 @@ def parts_of(model: Model) -> list[tuple[RNN, bool]]:
     return [(model, False)]
 
 
-def metadata_of(model: Model, return_mode: str | None = None) -> dict[str, Any]:
-    """The ``__rnncli__`` JSON document: what `load_weights` needs besides the tensors to rebuild `model`."""
+def metadata_of(model: Model, return_mode: str | None = None, layout: str | None = None) -> dict[str, Any]:
+    """The ``__rnncli__`` JSON document: what `load_weights` needs besides the tensors to rebuild `model`,
+    and the model's own output choice and input layout (only "time-major" is recorded: the other is the default)."""
     meta: dict[str, Any] = {"format": "rnncli-weights", "version": 1}
     if isinstance(model, Stack):
         meta["version"] = 2
@@ -176,6 +195,9 @@ def metadata_of(model: Model, return_mode: str | None = None) -> dict[str, Any]:
     if return_mode is not None:
         meta["version"] = 2
         meta["return"] = return_mode
+    if layout == "time-major":
+        meta["version"] = 3  # an older rnncli refuses the file rather than run it batch-first
+        meta["layout"] = layout
     return meta
 
 
@@ -270,7 +292,16 @@ def open_weights(
         found = _read(fp, name, fmt, input_size=input_size, settings=settings or {})
     model = assemble(found.parts, settings, name)
     return LoadedWeights(
-        model, fmt, name, stored_settings(found.parts), found.return_mode, dict(found.tensors), dict(found.facts)
+        model,
+        fmt,
+        name,
+        stored_settings(found.parts),
+        found.return_mode,
+        dict(found.tensors),
+        dict(found.facts),
+        found.layout,
+        found.initial_state,
+        list(found.warnings),
     )
 
 
@@ -361,7 +392,8 @@ def _read(fp: BinaryIO, name: str, fmt: str, *, input_size: int | None, settings
     if fmt in STATE_DICT_FORMATS:
         tensors, meta = _read_state_dict(fp, name, fmt)
         facts = {"metadata": bool(meta)}
-        return Found(_parts_from_state_dict(tensors, meta, name), meta.get("return"), tensors, facts)
+        parts = _parts_from_state_dict(tensors, meta, name)
+        return Found(parts, meta.get("return"), tensors, facts, layout=meta.get("layout"))
     if fmt == "keras":
         from .weights_keras import read_keras
 
@@ -471,10 +503,11 @@ def _parse_metadata(text: str | None, name: str) -> dict[str, Any]:
             f"({METADATA_VERSION}); upgrade rnncli"
         )
     kept = _check_settings(meta, name)
-    if "return" in meta:
-        if meta["return"] not in RETURN_MODES:
-            raise WeightsError(f"{name}: the {METADATA_KEY} entry says return={shown(meta['return'])!r}")
-        kept["return"] = meta["return"]
+    for key, allowed in (("return", RETURN_MODES), ("layout", LAYOUTS)):
+        if key in meta:
+            if meta[key] not in allowed:
+                raise WeightsError(f"{name}: the {METADATA_KEY} entry says {key}={shown(meta[key])!r}")
+            kept[key] = meta[key]
     if "parts" in meta:
         parts = meta["parts"]
         if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) for p in parts):
@@ -619,13 +652,16 @@ def from_state_dict(
 # --- writing ---------------------------------------------------------------------------------------
 
 
-def save_weights(model: Model, fp: BinaryIO, fmt: str = "npz", *, return_mode: str | None = None) -> None:
+def save_weights(
+    model: Model, fp: BinaryIO, fmt: str = "npz", *, return_mode: str | None = None, layout: str | None = None
+) -> None:
     """Write `model` as .npz or .safetensors: PyTorch-named tensors plus its settings as JSON.
 
-    `return_mode` records the model's own output choice (a Keras model's ``return_sequences``).
+    `return_mode` records the model's own output choice (a Keras model's ``return_sequences``),
+    `layout` its own input layout (an ONNX graph's "time-major").
     """
     tensors = {k: np.ascontiguousarray(v) for k, v in to_state_dict(model).items()}
-    meta = json.dumps(metadata_of(model, return_mode))
+    meta = json.dumps(metadata_of(model, return_mode, layout))
     if fmt == "npz":
         write_array(fp, {**tensors, METADATA_KEY: np.array(meta)}, "npz")
     elif fmt == "safetensors":
@@ -636,32 +672,50 @@ def save_weights(model: Model, fp: BinaryIO, fmt: str = "npz", *, return_mode: s
 
 
 def write_weights(
-    model: Model, fp: BinaryIO, fmt: str, *, return_mode: str | None = None, name: str | None = None
+    model: Model,
+    fp: BinaryIO,
+    fmt: str,
+    *,
+    return_mode: str | None = None,
+    layout: str | None = None,
+    initial_state: Sequence[np.ndarray] | None = None,
+    name: str | None = None,
 ) -> list[str]:
     """Write `model` in any of WRITE_FORMATS; returns notes on what the target does not record.
 
-    Raises :class:`WeightsError` (naming `name`, the target) when the target cannot express the
-    model, e.g. `leak` in ONNX or `clip` in Keras.
+    `return_mode`, `layout` and `initial_state` are what `LoadedWeights` says of the source beyond
+    the model. Raises :class:`WeightsError` (naming `name`, the target) when the target cannot
+    express the model, e.g. `leak` in ONNX or `clip` in Keras.
     """
     try:
-        notes = _write_format(model, fp, fmt, return_mode)
+        notes = _write_format(model, fp, fmt, return_mode, layout)
     except WeightsError as exc:
         raise WeightsError(f"{name}: {exc}" if name else str(exc)) from None
     if return_mode == "final" and fmt == "weights.h5":
         notes.append("the model returns its final state (Keras return_sequences=False): run it with --return final")
     if return_mode == "final" and fmt == "onnx":
         notes.append("the model returns its final state (Keras return_sequences=False): use the ONNX output 'final'")
+    if layout == "time-major" and fmt in ("keras", "weights.h5"):
+        notes.append(
+            "the model takes time-major input (timesteps, batch, features) but Keras models take batch-first: "
+            "run the Keras file with --time-major on time-major data"
+        )
+    if initial_state is not None:
+        notes.append(
+            f"{name or 'the target'} does not keep the initial state of the source (an ONNX graph's constant "
+            "initial_h): runs of it start from zeros unless --initial-state FILE is given"
+        )
     return notes
 
 
-def _write_format(model: Model, fp: BinaryIO, fmt: str, return_mode: str | None) -> list[str]:
+def _write_format(model: Model, fp: BinaryIO, fmt: str, return_mode: str | None, layout: str | None) -> list[str]:
     if fmt in ("npz", "safetensors"):
-        save_weights(model, fp, fmt, return_mode=return_mode)
+        save_weights(model, fp, fmt, return_mode=return_mode, layout=layout)
         return []
     if fmt == "onnx":
         from .weights_onnx import write_onnx
 
-        return write_onnx(model, fp, return_mode=return_mode)
+        return write_onnx(model, fp, return_mode=return_mode, layout=layout)
     if fmt == "keras":
         from .weights_keras import write_keras
 
@@ -681,25 +735,28 @@ def _write_format(model: Model, fp: BinaryIO, fmt: str, return_mode: str | None)
 # --- looking inside --------------------------------------------------------------------------------
 
 
+def part_facts(model: Model) -> list[dict[str, Any]]:
+    """The settings of every part of `model` (one for an RNN), JSON-ready: what differs between layers."""
+    return [
+        {
+            "layers": len(part.layers),
+            "units": list(part.units),
+            "directions": part.directions,
+            "activation": part.activation,
+            "merge": part.merge if part.directions == 2 else None,
+            "reverse": part.reverse,
+            "keras_order": flag,
+            "clip": part.clip,
+            "leak": part.leak,
+            "bias": part.has_bias,
+        }
+        for part, flag in parts_of(model)
+    ]
+
+
 def describe(loaded: LoadedWeights) -> dict[str, Any]:
     """A JSON-ready account of a weights file: the model it holds, its parts, its tensors, format facts."""
     model = loaded.model
-    parts = []
-    for part, flag in parts_of(model):
-        parts.append(
-            {
-                "layers": len(part.layers),
-                "units": list(part.units),
-                "directions": part.directions,
-                "activation": part.activation,
-                "merge": part.merge if part.directions == 2 else None,
-                "reverse": part.reverse,
-                "keras_order": flag,
-                "clip": part.clip,
-                "leak": part.leak,
-                "bias": part.has_bias,
-            }
-        )
     tensors = []
     for name, tensor in loaded.tensors.items():
         tensor = np.asarray(tensor)
@@ -722,14 +779,17 @@ def describe(loaded: LoadedWeights) -> dict[str, Any]:
             "units": list(model.units),
             "input_size": model.input_size,
             "output_size": model.output_size,
-            "parameters": int(sum(np.asarray(t).size for t in loaded.tensors.values())),  # as the framework counts
+            "parameters": loaded.parameters,
             "rnncli_parameters": int(model.parameter_count),  # with PyTorch's two biases (Keras's second is zeros)
             "dtype": str(model.dtype),
-            "parts": parts,
+            "parts": part_facts(model),
         },
         "stored": loaded.stored,
         "not_stored": [name for name in SETTINGS if name not in loaded.stored],
         "return": loaded.return_mode,
+        "layout": loaded.layout,
+        "initial_state": None if loaded.initial_state is None else [list(s.shape) for s in loaded.initial_state],
+        "warnings": loaded.warnings,
         "tensors": tensors,
         "facts": loaded.facts,
     }

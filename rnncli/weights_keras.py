@@ -93,6 +93,8 @@ def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, limit: i
     label = f"{name}[{shown(info.filename)}]"
     if info.flag_bits & 0x1:
         raise WeightsError(f"{label}: the member is encrypted; rnncli reads plain .keras archives")
+    resave = "if the model is genuine, save its weights with model.save_weights('model.weights.h5') and pass that"
+    data_io.check_zip_member(info, label, WeightsError, resave)
     if info.file_size > limit:
         raise WeightsError(
             f"{label}: the member inflates to {info.file_size:,} bytes, more than the {limit:,} allowed "
@@ -100,11 +102,14 @@ def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, limit: i
         )
     try:
         with archive.open(info) as stream:
-            data = stream.read(limit + 1)
+            data = stream.read(info.file_size)  # inflated no further than the declared size, CRC checked there
     except archive_errors() as exc:
         raise WeightsError(f"{label}: corrupt archive member ({_reason(exc)}); re-create the file") from None
-    if len(data) > limit:
-        raise WeightsError(f"{label}: the member inflates past {limit:,} bytes (a zip bomb?); refusing to read it")
+    if len(data) != info.file_size:
+        raise WeightsError(
+            f"{label}: the member holds {len(data):,} bytes but declares {info.file_size:,}; the archive is damaged, "
+            "re-create the file"
+        )
     return data
 
 

@@ -148,13 +148,14 @@ def read_onnx(fp: BinaryIO, name: str) -> Found:
     if len(chain) != len(rnns):
         raise WeightsError(f"{name}: {len(rnns) - len(chain)} RNN nodes are not on the chain from the input")
     input_name, input_layout = _input_of(graph, chain[0])
-    parts, tensors, nodes = [], {}, []
+    parts, tensors, nodes, initial = [], {}, [], []
     for index, node in enumerate(chain):
         link = links[id(node)]
-        part, found, facts = _part(graph, node, link, index)
+        part, found, facts, start = _part(graph, node, link, index)
         parts.append(part)
         tensors.update(found)
         nodes.append(facts)
+        initial.append(start)
     facts = {
         "opset": {imp.domain or "ai.onnx": imp.version for imp in proto.opset_import},
         "producer": shown(f"{proto.producer_name} {proto.producer_version}".strip()) or None,
@@ -162,7 +163,36 @@ def read_onnx(fp: BinaryIO, name: str) -> Found:
         "outputs": graph.outputs,
         "rnn_nodes": nodes,
     }
-    return Found(parts, None, tensors, facts)
+    fed = [start for start in initial if isinstance(start, str)]
+    warnings = [
+        f"{name}: the graph takes the initial state as input '{shown(fed_by)}'; rnncli starts from zeros unless "
+        "--initial-state FILE is given"
+        for fed_by in dict.fromkeys(fed)
+    ]
+    state = _initial_state(initial, parts, name)
+    return Found(parts, None, tensors, facts, layout=input_layout, initial_state=state, warnings=warnings)
+
+
+def _initial_state(starts: list[Any], parts: list[Part], name: str) -> tuple[np.ndarray, ...] | None:
+    """One (B, H) array per cell from the RNN nodes' constant initial_h (D, B, H), zeros for the others;
+    None when no node has one."""
+    constants = [start for start in starts if isinstance(start, np.ndarray)]
+    if not constants:
+        return None
+    batches = {start.shape[1] for start in constants}
+    if len(batches) != 1:
+        raise WeightsError(
+            f"{name}: the RNN nodes' constant initial_h are for different batch sizes {sorted(batches)}; "
+            "export the model with one initial state"
+        )
+    batch = batches.pop()
+    state = []
+    for start, part in zip(starts, parts):
+        (cells,) = part.layers
+        for d, cell in enumerate(cells):
+            given = isinstance(start, np.ndarray)
+            state.append(start[d] if given else np.zeros((batch, cell.units), cell.w_hh.dtype))
+    return tuple(state)
 
 
 def _part(graph: _Graph, node: Any, link: dict[str, Any], index: int) -> tuple[Part, dict[str, np.ndarray], dict]:
@@ -184,8 +214,7 @@ def _part(graph: _Graph, node: Any, link: dict[str, Any], index: int) -> tuple[P
         raise WeightsError(f"{where}: W and R are both needed")
     if lengths and graph.constant(lengths) is not None:
         raise WeightsError(f"{where}: sequence_lens is fixed in the graph; rnncli takes lengths from --lengths")
-    if initial:
-        _check_zero(graph, initial, where)
+    start = _initial_h(graph, initial, where) if initial else None
     hidden = attributes.get("hidden_size")
     model = from_onnx(
         values["W"],
@@ -202,9 +231,18 @@ def _part(graph: _Graph, node: Any, link: dict[str, Any], index: int) -> tuple[P
         raise WeightsError(
             f"{where}: hidden_size={hidden} but W has shape {values['W'].shape} ({model.units[0]} units)"
         )
+    if isinstance(start, np.ndarray):
+        if start.ndim == 3 and attributes.get("layout", 0) == 1:
+            start = start.transpose(1, 0, 2)  # layout 1 keeps initial_h as (B, D, H)
+        if start.ndim != 3 or start.shape[0] != model.directions or start.shape[2] != model.units[0]:
+            raise WeightsError(
+                f"{where}: initial_h has shape {start.shape}, not (directions={model.directions}, batch, "
+                f"hidden={model.units[0]})"
+            )
     settings = {"activation": model.activation, "reverse": model.reverse, "clip": model.clip, "leak": 1.0}
     if model.directions == 2:
         settings["merge"] = link["merge"] or "concat"
+    origin = f"graph input '{shown(start)}'" if isinstance(start, str) else "zeros" if start is None else "constant"
     named = (("W", w_name), ("R", r_name), ("B", b_name))
     tensors = {f"{shown(tensor)} ({label})": values[label] for label, tensor in named if label in values}
     facts = {
@@ -216,35 +254,44 @@ def _part(graph: _Graph, node: Any, link: dict[str, Any], index: int) -> tuple[P
         "layout": attributes.get("layout", 0),
         "merge": settings.get("merge"),
         "flipped": link["flip"],
-        "initial_h": f"graph input {initial}" if initial in graph.inputs else "zeros",
+        "initial_h": origin,
     }
-    return Part(model.layers, settings, link["flip"], f"RNN node {index} ('{shown(node.name)}')"), tensors, facts
+    part = Part(model.layers, settings, link["flip"], f"RNN node {index} ('{shown(node.name)}')")
+    return part, tensors, facts, start
 
 
-def _check_zero(graph: _Graph, tensor: str, where: str) -> None:
-    """An RNN's initial_h must be zeros (rnncli weights hold no state) or come from a graph input."""
+_SHAPING = ("Slice", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Cast", "Expand")
+
+
+def _initial_h(graph: _Graph, tensor: str, where: str) -> str | np.ndarray | None:
+    """Where an RNN node's initial_h comes from: a graph input (its name), a constant tensor (its value)
+    or zeros (None)."""
+    reshaped = False
     for _ in range(64):
         if tensor in graph.inputs:
-            return
+            return tensor
         value = graph.constant(tensor)
         if value is not None:
-            if np.any(value != 0):
+            if not np.any(value != 0):
+                return None
+            if reshaped:
                 break
-            return
+            return value
         node = graph.producer.get(tensor)
         if node is None:
             break
         if node.op_type == "ConstantOfShape":
             fill = graph.attributes(node).get("value")
             if fill is None or not np.any(graph.onnx.numpy_helper.to_array(fill) != 0):
-                return
+                return None
             break
-        if node.op_type not in ("Slice", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Cast", "Expand"):
+        if node.op_type not in _SHAPING:
             break
+        reshaped = reshaped or node.op_type not in ("Identity", "Cast")
         tensor = node.input[0]
     raise WeightsError(
-        f"{where}: initial_h is not zero; rnncli's weights hold no state: export the model with a zero initial "
-        "state and pass yours with --initial-state"
+        f"{where}: initial_h is neither zeros, a stored (directions, batch, hidden) tensor nor a graph input; "
+        "export the model with a zero initial state and pass yours with --initial-state"
     )
 
 
@@ -411,11 +458,12 @@ _AXIS_NAMES = {"T": "time", "B": "batch", "D": "direction", "H": "hidden", "DH":
 # --- writing ---------------------------------------------------------------------------------------
 
 
-def write_onnx(model: Model, fp: BinaryIO, *, return_mode: str | None = None) -> list[str]:
+def write_onnx(model: Model, fp: BinaryIO, *, return_mode: str | None = None, layout: str | None = None) -> list[str]:
     """An ONNX model (opset 17) that onnxruntime runs with rnncli's outputs.
 
     Input ``x`` (batch, time, features); outputs ``y`` (batch, time, output) — the sequence — and
-    ``final`` (batch, output). One RNN node per layer, directions merged between them.
+    ``final`` (batch, output). With `layout` "time-major", ``x`` and ``y`` are (time, batch, …) instead.
+    One RNN node per layer, directions merged between them.
     """
     onnx = require("onnx", "onnx", "writing .onnx")
     helper, numpy_helper, tensor_proto = onnx.helper, onnx.numpy_helper, onnx.TensorProto
@@ -455,8 +503,10 @@ def write_onnx(model: Model, fp: BinaryIO, *, return_mode: str | None = None) ->
             nodes.append(helper.make_node(op, [tensor], [out], axes=[axis], keepdims=0))
         return out
 
-    current = name("x_time_major")
-    nodes.append(helper.make_node("Transpose", ["x"], [current], perm=[1, 0, 2]))
+    time_major = layout == "time-major"
+    current = "x" if time_major else name("x_time_major")
+    if not time_major:
+        nodes.append(helper.make_node("Transpose", ["x"], [current], perm=[1, 0, 2]))
     final = None
     layer_index = 0
     parts = parts_of(model)
@@ -504,14 +554,18 @@ def write_onnx(model: Model, fp: BinaryIO, *, return_mode: str | None = None) ->
                 helper.make_node("Slice", [current, ints([-1]), ints([-(2**63)]), ints([0]), ints([-1])], [flipped])
             )
             current = flipped
-    nodes.append(helper.make_node("Transpose", [current], ["y"], perm=[1, 0, 2]))
+    if time_major:
+        nodes.append(helper.make_node("Identity", [current], ["y"]))
+    else:
+        nodes.append(helper.make_node("Transpose", [current], ["y"], perm=[1, 0, 2]))
     nodes.append(helper.make_node("Identity", [final], ["final"]))
+    axes = ["time", "batch"] if time_major else ["batch", "time"]
     graph = helper.make_graph(
         nodes,
         "rnncli",
-        [helper.make_tensor_value_info("x", element, ["batch", "time", model.input_size])],
+        [helper.make_tensor_value_info("x", element, [*axes, model.input_size])],
         [
-            helper.make_tensor_value_info("y", element, ["batch", "time", model.output_size]),
+            helper.make_tensor_value_info("y", element, [*axes, model.output_size]),
             helper.make_tensor_value_info("final", element, ["batch", model.output_size]),
         ],
         initializers,

@@ -124,6 +124,11 @@ BAD_DATA = [
      r"u\.npy: not a valid \.npy file"),
     ("header keys", {"k.npy": npy_with_header("{'descr': '<f4', 'shape': (3,), 'evil': 1}")}, ["k.npy"], None,
      r"k\.npy: not a valid \.npy file \(header: Header does not contain the correct keys"),
+    ("expression in header",
+     {"x.npy": npy_with_header("{'descr': '<f8', 'fortran_order': False, 'shape': (10**15, 3), }")}, ["x.npy"], None,
+     r"x\.npy: not a valid \.npy file \(header: \{'descr': '<f8', 'fortran_order': False, 'shape': \(10\*\*15, 3\), "
+     r"\} is not a dict of plain values like \{'descr': '<f4', 'fortran_order': False, 'shape': \(500, 3\)\}\); "
+     r"re-save it"),
     ("code in header", {"c.npy": npy_with_header("{'descr': __import__('os').system('touch pwned'), "
                                                  "'fortran_order': False, 'shape': (3,)}")}, ["c.npy"], None,
      r"c\.npy: not a valid \.npy file"),
@@ -242,15 +247,17 @@ def test_memory_guard_refuses_the_working_set_with_its_estimate(workdir, sample_
         assert "GiB of working memory, more than the 0.0 GiB available; use fewer --units, or split" in line
 
 
-def test_a_zip_bomb_is_refused_before_inflating(workdir, monkeypatch):
+def test_a_member_needing_more_than_the_memory_is_refused_with_its_estimate(workdir, monkeypatch):
+    """Inflating a member takes about twice its size: more than half the memory budget is refused."""
     monkeypatch.setattr("rnncli.io.memory_budget", lambda: 1 << 20)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("x.npy", npy_bytes(np.zeros(1 << 18)))  # 2 MiB of zeros, 2 KiB compressed
-    result = run_case(workdir, ["bomb.npz", "-o", "out.npy"], {"bomb.npz": buffer.getvalue()})
+        archive.writestr("x.npy", npy_bytes(np.zeros(80_000)))  # 640 KB: less than the budget, more than half
+    result = run_case(workdir, ["big.npz", "-o", "out.npy"], {"big.npz": buffer.getvalue()})
     assert result.exit_code == 1
-    assert "bomb.npz[x]: member inflates to 2,097,280 bytes, more than the memory available (a zip bomb?)" in (
-        the_line(result)
+    assert the_line(result) == (
+        "rnncli: error: big.npz[x]: the member inflates to 625.1 KiB and reading it needs about 1.2 MiB, more than "
+        "the 1.0 MiB of memory available (a zip bomb?); refusing to read it; free some memory or use a smaller file"
     )
 
 
@@ -467,3 +474,180 @@ def test_overflow_is_one_warning_not_numpy_noise(tmp_path):
     assert proc.returncode == 0
     assert "warning: big.csv holds 1 values beyond float32's range, which became ±Inf" in " ".join(stderr.split())
     assert "RuntimeWarning" not in stderr and "Traceback" not in stderr
+
+
+# .npy headers: a message shows what the header holds, never the repr of a Python object.
+
+
+@pytest.mark.parametrize(
+    "shape, shown",
+    [
+        ("(10**15, 3)", "(10**15, 3)"),
+        ("(rows, 3)", "(rows, 3)"),
+        ("(int('3'),)", "(int('3'),)"),
+        ("(lambda: 3,)", "(lambda: 3,)"),
+        ("(f('\x1b[2J'),)", "(f('\\x1b[2J'),)"),
+    ],
+    ids=["operator", "name", "call", "lambda", "escape codes"],
+)
+def test_a_header_that_is_not_a_literal_is_shown_as_text(workdir, shape, shown):
+    header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}"
+    result = run_case(workdir, ["h.npy", "-o", "out.npy"], {"h.npy": npy_with_header(header)})
+    assert result.exit_code == 1
+    line = the_line(result)
+    assert "object at 0x" not in line and "<ast." not in line, line
+    assert f"'shape': {shown}, }} is not a dict of plain values like {{'descr': '<f4'," in line, line
+
+
+def test_a_header_longer_than_numpy_reads_is_refused_unread(workdir):
+    data = b"\x93NUMPY\x02\x00" + (1 << 30).to_bytes(4, "little") + b"{" * 100
+    result = run_case(workdir, ["long.npy", "-o", "out.npy"], {"long.npy": data})
+    assert result.exit_code == 1
+    assert "long.npy: not a valid .npy file (header: 1,073,741,824 bytes long, more than the 10,000" in the_line(result)
+
+
+# Zip bombs: a member is refused before it is inflated when it would not fit in half the memory, when it inflates
+# more than 200-fold to over 64 MiB, or when it is compressed with bzip2/LZMA, whose inflation zipfile cannot bound.
+
+
+def zipped(members, compression=zipfile.ZIP_DEFLATED):
+    """An archive of `members` (name -> bytes, or an int: that many zero bytes written in 1 MiB pieces)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, content in members.items():
+            with archive.open(name, "w", force_zip64=True) as member:
+                if isinstance(content, int):
+                    header = io.BytesIO()
+                    np.lib.format.write_array_header_1_0(
+                        header, {"descr": "|u1", "fortran_order": False, "shape": (content,)}
+                    )
+                    member.write(header.getvalue())
+                    for start in range(0, content, 1 << 20):
+                        member.write(bytes(min(1 << 20, content - start)))
+                else:
+                    member.write(content)
+    return buffer.getvalue()
+
+
+def declaring(data: bytes, size: int) -> bytes:
+    """The archive with every member's uncompressed size (local header and central directory) set to `size`."""
+    buffer = bytearray(data)
+    for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        start = buffer.find(signature)
+        while start != -1:
+            buffer[start + offset : start + offset + 4] = size.to_bytes(4, "little")
+            start = buffer.find(signature, start + 4)
+    return bytes(buffer)
+
+
+def keras_archive(weights, compression=zipfile.ZIP_DEFLATED):
+    return zipped({"config.json": b"{}", "model.weights.h5": weights}, compression)
+
+
+BOMB_LINE = (
+    r"the member inflates [\d,]+× \(2\.0 MiB from [\d.]+ KiB\), which looks like a zip bomb; refusing to read it; "
+)
+
+
+def test_a_zip_bomb_is_refused_by_its_compression_ratio(workdir, monkeypatch):
+    monkeypatch.setattr("rnncli.io.ZIP_BOMB_SIZE", 1 << 20)  # the ratio rule without 64 MiB test files
+    result = run_case(workdir, ["bomb.npz", "-o", "out.npy"], {"bomb.npz": zipped({"x.npy": 2 << 20})})
+    assert result.exit_code == 1
+    pattern = r"rnncli: error: bomb\.npz\[x\]: " + BOMB_LINE + r"if the data is genuine, re-save it with numpy\.savez"
+    assert re.fullmatch(pattern + r" \(uncompressed\)", the_line(result)), the_line(result)
+
+
+def test_the_same_data_stored_uncompressed_is_read(monkeypatch):
+    from rnncli.io import load_array
+
+    monkeypatch.setattr("rnncli.io.ZIP_BOMB_SIZE", 1 << 20)
+    data = zipped({"x.npy": 2 << 20}, zipfile.ZIP_STORED)
+    assert load_array(io.BytesIO(data), "npz", name="genuine.npz").array.shape == (2 << 20,)
+
+
+def test_a_keras_zip_bomb_is_refused_as_a_weights_error(monkeypatch):
+    pytest.importorskip("h5py")
+    from rnncli.errors import WeightsError
+    from rnncli.weights import load_weights
+
+    monkeypatch.setattr("rnncli.io.ZIP_BOMB_SIZE", 1 << 20)
+    with pytest.raises(WeightsError) as caught:
+        load_weights(io.BytesIO(keras_archive(bytes(2 << 20))), name="bomb.keras")
+    assert re.fullmatch(
+        r"bomb\.keras\[model\.weights\.h5\]: " + BOMB_LINE + r"if the model is genuine, save its weights with "
+        r"model\.save_weights\('model\.weights\.h5'\) and pass that",
+        str(caught.value),
+    ), str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def real_bomb():
+    """70 MiB of zeros deflated to about 70 KiB: over the 64 MiB threshold, about 1,000-fold."""
+    return zipped({"x.npy": 70 << 20})
+
+
+def test_a_real_zip_bomb_is_refused_without_changing_the_thresholds(real_bomb, monkeypatch):
+    from rnncli.errors import InputError
+    from rnncli.io import load_array
+
+    monkeypatch.setattr("rnncli.io.memory_budget", lambda: 1 << 40)  # a machine with room: the ratio alone refuses
+    assert len(real_bomb) < (70 << 20) / 200
+    with pytest.raises(InputError, match=r"bomb\.npz\[x\]: the member inflates [\d,]+× \(70\.0 MiB from [\d.]+ KiB\)"):
+        load_array(io.BytesIO(real_bomb), "npz", name="bomb.npz")
+
+
+def inflating_peak(load, *args, **kwargs):
+    """The most memory Python allocated while `load` ran, and what it raised."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        load(*args, **kwargs)
+    except Exception as exc:  # the caller checks what was raised
+        raised = exc
+    else:
+        raised = None
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak, raised
+
+
+def test_a_member_lying_about_its_size_inflates_no_further_than_it_says(real_bomb):
+    """Its 70 MiB of zeros are cut off at the 1,000 bytes it declares, and the CRC then tells the lie."""
+    pytest.importorskip("h5py")
+    from rnncli.errors import InputError, WeightsError
+    from rnncli.io import load_array
+    from rnncli.weights import load_weights
+
+    lying = declaring(real_bomb, 1000)
+    peak, raised = inflating_peak(load_array, io.BytesIO(lying), "npz", name="lie.npz")
+    assert isinstance(raised, InputError) and "corrupt archive member (Bad CRC-32" in str(raised), raised
+    assert peak < 8 << 20
+    lying = declaring(zipped({"config.json": b"{}".ljust(1000), "model.weights.h5": bytes(70 << 20)}), 1000)
+    peak, raised = inflating_peak(load_weights, io.BytesIO(lying), name="lie.keras")
+    assert isinstance(raised, WeightsError) and "corrupt archive member (Bad CRC-32" in str(raised), raised
+    assert peak < 8 << 20
+
+
+@pytest.mark.parametrize(
+    "compression, name", [(zipfile.ZIP_BZIP2, "bzip2"), (zipfile.ZIP_LZMA, "LZMA")], ids=["bzip2", "LZMA"]
+)
+def test_bzip2_and_lzma_members_are_refused_unread(compression, name):
+    """zipfile inflates a whole read of these at once: 600 bytes of bzip2 can take a gigabyte, whatever the
+    member declares."""
+    pytest.importorskip("h5py")
+    from rnncli.errors import InputError, WeightsError
+    from rnncli.io import load_array
+    from rnncli.weights import load_weights
+
+    lying = declaring(zipped({"x.npy": 16 << 20}, compression), 1000)
+    peak, raised = inflating_peak(load_array, io.BytesIO(lying), "npz", name="x.npz")
+    assert isinstance(raised, InputError), raised
+    assert str(raised) == (
+        f"x.npz[x]: the member is compressed with {name}, which rnncli does not inflate (its memory use cannot be "
+        "bounded); if the data is genuine, re-save it with numpy.savez (uncompressed)"
+    )
+    assert peak < 8 << 20
+    peak, raised = inflating_peak(load_weights, io.BytesIO(keras_archive(b"{}", compression)), name="m.keras")
+    assert isinstance(raised, WeightsError) and f"compressed with {name}" in str(raised), raised

@@ -105,7 +105,7 @@ def test_weights_decide_the_features(data):
     invoke("run", "data/wide.npy", "--units", 5, "--save-weights", "w.npz", "-q")
     result = invoke("batch", "data/s001.npy", "data/wide.npy", "--out-dir", "o", "--weights", "w.npz")
     assert result.exit_code == 1 and os.listdir("o") == ["wide.npy"]
-    assert "data/s001.npy: the model takes 4 input features but the data has 3" in result.stderr
+    assert "data/s001.npy: weights w.npz take 4 input features but the data has 3" in result.stderr
 
 
 def test_weights_files_take_the_settings_they_do_not_record(tmp_path, monkeypatch):
@@ -345,3 +345,59 @@ def test_report_records_read_back(data):
         "error",
         "warnings",
     }
+
+
+@pytest.mark.parametrize("output", ["--report", "--save-weights"])
+def test_an_output_in_a_missing_directory_fails_before_any_file_runs(data, output):
+    result = invoke("batch", "data/s00*.npy", "--out-dir", "o", output, "nodir/x.npz")
+    assert result.exit_code == 1
+    missing = os.path.abspath("nodir")
+    assert result.stderr == f"rnncli: error: nodir/x.npz: directory {missing} does not exist; create it first\n"
+    assert not os.path.exists("o")
+
+
+def test_outputs_that_are_inputs_are_refused_before_any_file_runs(data):
+    np.savetxt("data/w.csv", data["s001"], delimiter=",")
+    invoke("run", "data/s001.npy", "--units", 5, "--save-weights", "w.npz", "-q")
+    kept = Path("w.npz").read_bytes()
+    weights = ["--weights", "w.npz"]
+    cases = [
+        (["data/s00[12].npy", "--report", "data/s002.npy"], "--report data/s002.npy is also the input"),
+        (["data/s001.npy", *weights, "--save-weights", "w.npz"], "--save-weights w.npz is also the --weights file"),
+        (["data/w.csv", "--to", "npz", *weights], "--out-dir ./w.npz is also the --weights file"),
+        (["data/s001.npy", "--out-dir", "data"], "data/s001.npy would be its own output data/s001.npy"),
+    ]
+    for args, message in cases:
+        out_dir = [] if "--out-dir" in args else ["--out-dir", "." if "data/w.csv" in args else "o"]
+        result = invoke("batch", *args, *out_dir)
+        assert result.exit_code == 2, result.stderr
+        assert result.stderr.startswith(f"rnncli: error: {message}") and result.stderr.count("\n") == 1, result.stderr
+    assert Path("w.npz").read_bytes() == kept and not os.path.exists("o")
+    np.testing.assert_array_equal(np.load("data/s001.npy"), data["s001"])
+    again = invoke("batch", "data/*.npy", "--out-dir", "data")  # a glob: earlier outputs, left out as before
+    assert again.exit_code == 0 and "leaving out" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--weights", "nope.npz"], "nope.npz: no such weights file"),
+        (["--bidirectional", "--reverse"], "reverse applies to one direction"),
+        (["--dask", "tcp://127.0.0.1:8786"], "pip install 'rnncli[dask]'"),
+    ],
+)
+def test_a_batch_that_cannot_start_says_only_why(data, monkeypatch, args, message):
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    result = invoke("batch", "data/s00[12].npy", "--out-dir", "o", *args)
+    assert result.exit_code in (1, 2)
+    assert result.stderr.startswith("rnncli: error: ") and message in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and "files" not in result.stderr  # no progress line before it
+    assert not os.path.exists("o")
+
+
+def test_the_report_gives_the_shape_of_a_file_that_failed_on_it(data):
+    report = json.loads(invoke("batch", "data/s001.npy", "data/wide.npy", "--out-dir", "o", "--report", "-").stdout)
+    failed = next(record for record in report["files"] if record["status"] == "failed")
+    assert failed["input"] == "data/wide.npy" and failed["input_shape"] == [20, 4]
+    assert "the model takes 3 input features but the data has 4" in failed["error"]
+    assert failed["error"].endswith("(W_ih is (64, 3), data/wide.npy is (20, 4))")

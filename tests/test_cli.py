@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -161,7 +162,7 @@ def test_a_log_keeps_each_summary_row_on_one_line_however_long_the_path(sample_n
         text=True,
     )
     assert process.returncode == 0, process.stderr
-    lines = process.stderr.splitlines()
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", process.stderr).splitlines()  # FORCE_COLOR=1 in CI colours a log
     assert any(line.split() == ["input", str(deep), "·", "npy", "·", "(500,", "3)", "float32"] for line in lines)
     assert any(str(out) in line and line.split()[0] == "output" for line in lines)
     heatmap = [line for line in lines if "▀" in line]
@@ -266,3 +267,20 @@ def test_npz_state_continues_a_mixed_size_stack(sample_npy, tmp_path):
     first = npy(invoke("run", tmp_path / "a.npy", "--units", "6,3", "--save-state", tmp_path / "f.npz"))
     second = npy(invoke("run", tmp_path / "b.npy", "--units", "6,3", "--initial-state", tmp_path / "f.npz"))
     np.testing.assert_array_equal(np.concatenate([first, second]), whole)
+
+
+@pytest.mark.parametrize("extra", [[], ["--reverse"]], ids=["read in blocks", "read whole"])
+def test_nan_and_inf_counts_are_facts_whatever_the_policy(tmp_path, extra):
+    x = np.ones((20, 2), np.float32)
+    x[3, 0], x[5, 1] = np.nan, np.inf
+    np.save(tmp_path / "x.npy", x)
+    args = ["run", tmp_path / "x.npy", "--units", 3, "--on-nan", "ignore", *extra, "-o", tmp_path / "o.npy"]
+    result = invoke(*args, "--summary-json", "-")
+    assert result.exit_code == 0 and "warning" not in result.stderr
+    facts = json.loads(result.stdout)
+    assert (facts["input"]["nan"], facts["input"]["inf"]) == (1, 1)
+    assert facts["output"]["stats"]["nan"] > 0
+    shown = invoke(*args)  # and the summary people read shows them, whatever the policy
+    assert shown.exit_code == 0 and "warning" not in shown.stderr
+    row = next(line for line in shown.stderr.splitlines() if line.split()[:1] == ["NaN/Inf"])
+    assert "1 NaN and 1 Inf in the input" in row and f"{facts['output']['stats']['nan']:,} NaN" in row

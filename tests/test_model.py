@@ -197,6 +197,56 @@ def test_spectral_radius_is_what_was_asked(radius):
     assert 0.03 < np.count_nonzero(w_hh) / w_hh.size < 0.2  # esn density 0.1
 
 
+@settings(max_examples=80, deadline=None)
+@given(units=st.integers(2, 12), seed=st.integers(0, 2**31), radius=st.sampled_from([0.5, 0.9, 1.25]))
+def test_a_sparse_esn_matrix_always_has_the_asked_spectral_radius(units, seed, radius):
+    """At the default density 0.1 most small masks form no cycle (radius 0); those are drawn again."""
+    from rnncli.initializers import spectral_radius
+
+    model = init_model(3, units, init="esn", spectral_radius_target=radius, seed=seed, dtype="float64")
+    assert spectral_radius(model.cells()[0].w_hh) == pytest.approx(radius, abs=1e-6)
+
+
+# sha256[:16] of every tensor of init_model(3, seed=s, **config), computed with rnncli before masks
+# were redrawn, for the seeds whose first masks all had a non-zero spectral radius
+BEFORE_REDRAWS = {
+    "esn-8": (
+        {"units": 8, "init": "esn"},
+        {0: "82f56e62e21169a3", 4: "160389e990e02463", 5: "282efa576ce27503", 6: "38968417dbaf3a87",
+         8: "5d456d3792264ab8", 10: "994682ffb9eee666", 11: "0548f095bddf2184"},
+    ),
+    "esn-6x2-bi": (
+        {"units": 6, "layers": 2, "bidirectional": True, "init": "esn", "density": 0.3},
+        {0: "c852d693d4115a6b", 1: "c2968bc5fd6e2c41", 2: "3d1ca96c01c0d901", 3: "c9061f290742154e",
+         4: "3e339a5f23fa85d5", 5: "a831dccdcbbc17bb", 6: "772e4e19203ac91f", 8: "b3686fde21cabe2b",
+         9: "d249393373f44dcf", 10: "397fa484c730c75f", 11: "cdea472bb844253e"},
+    ),
+    "esn-64": ({"units": 64, "init": "esn"}, {0: "80390fb179c25a0c", 5: "68954ff43113c316", 11: "0b775bf58dab5190"}),
+    "keras-sparse": (
+        {"units": 6, "init": "keras", "density": 0.3, "spectral_radius_target": 1.2},
+        {0: "e1bc2efbe79f2fe1", 3: "9238699b20bac391", 8: "12d1edd374cf82f3", 11: "b5972227d69dfc9b"},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(BEFORE_REDRAWS))
+def test_seeds_whose_first_mask_worked_keep_their_weights(name):
+    import hashlib
+
+    config, digests = BEFORE_REDRAWS[name]
+    for seed, digest in digests.items():
+        tensors = init_model(3, seed=seed, **config).cells()
+        h = hashlib.sha256(b"".join(t.tobytes() for cell in tensors for t in cell.tensors()))
+        assert h.hexdigest()[:16] == digest, (name, seed)
+
+
+def test_a_mask_too_sparse_for_any_cycle_is_a_usage_error():
+    with pytest.raises(UsageError, match=r"spectral radius 0 .* use a higher --density"):
+        init_model(3, 3, init="esn", density=0.001)
+    zero = init_model(3, 3, init="esn", density=0.001, spectral_radius_target=0.0).cells()[0].w_hh
+    assert not np.any(zero)  # radius 0 was asked for: nothing to redraw
+
+
 def test_tanh_outputs_stay_in_range_even_for_huge_inputs():
     x = np.random.default_rng(0).normal(scale=1e6, size=(20, 3))
     out = init_model(3, 6, init="uniform").forward(x.astype(np.float32))

@@ -167,3 +167,31 @@ def test_an_endless_stream_ends_quietly_when_the_reader_stops():
     proc = subprocess.run(["bash", "-c", script], capture_output=True, timeout=120, env={**os.environ})
     assert len(proc.stdout.splitlines()) == 3
     assert proc.stderr.decode().strip() == "0"  # rnncli's exit code, and nothing else on stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--save-state", "s.csv"], "--save-state s.csv: a state is saved as .npy"),
+        (["--save-state", "x.csv"], "--save-state x.csv is also the input; write the output to another file"),
+        (["--save-weights", "nodir/w.npz"], "nodir/w.npz: directory"),
+        (["--initial-state", "h0"], "--initial-state h0: unknown extension ''; save it as .npy or .csv"),
+    ],
+)
+def test_stream_outputs_and_state_files_are_checked_before_any_row(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.csv").write_text("1,2,3\n4,5,6\n")
+    (tmp_path / "h0").write_text("0,0\n")
+    result = invoke("run", "x.csv", "--stream", "--units", 2, *args)
+    assert result.exit_code in (1, 2) and result.stdout == ""  # not a row written
+    assert result.stderr.startswith(f"rnncli: error: {message}") and result.stderr.count("\n") == 1, result.stderr
+    assert (tmp_path / "x.csv").read_text() == "1,2,3\n4,5,6\n" and not (tmp_path / "s.csv").exists()
+
+
+def test_a_stream_initial_state_of_the_wrong_shape_names_its_file(tmp_path):
+    np.save(tmp_path / "h0.npy", np.zeros((1, 3), np.float32))
+    result = invoke("run", "-", "--stream", "--units", 2, "--initial-state", tmp_path / "h0.npy", input="1,2\n")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert f"--initial-state {tmp_path / 'h0.npy'}: shape (1, 3) but the model over <stdin> starts from (1, 2)" in (
+        result.stderr
+    )

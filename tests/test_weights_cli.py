@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -72,7 +74,9 @@ TORCH_AND_ONNX = {
     "torch_rnn2bi_nobias.safetensors": "torch_rnn2bi_nobias",
     "torch_rnn2bi_nobias.onnx": "torch_rnn2bi_nobias",
     "onnx_rnn_hand.onnx": "onnx_rnn_hand",
+    "torch_rnn3_time_major.onnx": "torch_rnn3_time_major",
 }
+TIME_MAJOR_GRAPHS = {"onnx_rnn_hand.onnx", "torch_rnn3_time_major.onnx"}  # graphs whose input is (T, B, F)
 
 
 @pytest.mark.parametrize("name", sorted(KERAS))
@@ -87,9 +91,13 @@ def test_keras_files_run_as_keras_runs_them(name, x_of, tmp_path):
 def test_torch_and_onnx_files_run_as_the_framework_ran_them(name, x_of, tmp_path):
     stem = TORCH_AND_ONNX[name]
     case = expected(stem)
+    x = x_of(stem)
+    flip = name in TIME_MAJOR_GRAPHS and not json.loads(str(case["config"]))["time_major"]
+    if flip:  # a time-major graph runs 3-D data time-major: give them so
+        np.save(x, np.load(x).transpose(1, 0, 2))
     ok(
         "run",
-        x_of(stem),
+        x,
         "--weights",
         MODELS / name,
         "--return",
@@ -101,7 +109,8 @@ def test_torch_and_onnx_files_run_as_the_framework_ran_them(name, x_of, tmp_path
         "-q",
     )
     with np.load(tmp_path / "out.npz") as out:
-        np.testing.assert_allclose(out["sequence"], case["sequence"], rtol=0, atol=TOLERANCE)
+        sequence = out["sequence"].transpose(1, 0, 2) if flip else out["sequence"]
+        np.testing.assert_allclose(sequence, case["sequence"], rtol=0, atol=TOLERANCE)
         np.testing.assert_allclose(out["final"], case["final"], rtol=0, atol=TOLERANCE)
     np.testing.assert_allclose(np.load(tmp_path / "state.npy"), case["state"], rtol=0, atol=TOLERANCE)
 
@@ -197,6 +206,166 @@ def test_weights_h5_needs_the_settings_it_does_not_store(x_of):
     assert (
         "keras_bi_sum.weights.h5" in line and "no order of the layers chains their shapes" in line and "--merge" in line
     )
+
+
+def test_a_time_major_onnx_graph_runs_3d_data_time_major(x_of, tmp_path):
+    """nn.RNN's default batch_first=False exports a graph that takes (T, B, F): rnncli reads 3-D data so."""
+    x, weights = x_of("torch_rnn3_time_major"), MODELS / "torch_rnn3_time_major.onnx"
+    case = expected("torch_rnn3_time_major")  # x (T, B, F) as torch took it
+    result = ok("run", x, "--weights", weights, "-o", tmp_path / "y.npy", "--summary-json", tmp_path / "s.json")
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), case["sequence"], rtol=0, atol=TOLERANCE)  # (T, B, H)
+    assert "(6, 2, 3) float32 · time-major (from the ONNX graph)" in result.stderr
+    facts = json.loads((tmp_path / "s.json").read_text())
+    assert facts["input"]["layout"] == "time-major" and facts["input"]["layout_from"] == "the ONNX graph"
+    ok("run", x, "--weights", weights, "--time-major", "-o", tmp_path / "flag.npy", "-q")  # says the same
+    np.testing.assert_array_equal(np.load(tmp_path / "flag.npy"), np.load(tmp_path / "y.npy"))
+    np.save(tmp_path / "one.npy", case["x"][:, 1])  # one (T, F) sequence: no batch axis to place
+    single = ok("run", tmp_path / "one.npy", "--weights", weights, "-o", tmp_path / "one_y.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "one_y.npy"), case["sequence"][:, 1], rtol=0, atol=TOLERANCE)
+    assert "time-major" not in single.stderr
+
+
+def test_a_batch_runs_a_time_major_graph_time_major(x_of, tmp_path):
+    x = x_of("torch_rnn3_time_major")
+    ok("batch", x, "--out-dir", tmp_path / "out", "--weights", MODELS / "torch_rnn3_time_major.onnx", "-q")
+    written = np.load(tmp_path / "out" / x.name)
+    np.testing.assert_allclose(written, expected("torch_rnn3_time_major")["sequence"], rtol=0, atol=TOLERANCE)
+
+
+def test_saved_and_converted_time_major_models_keep_their_layout(x_of, tmp_path):
+    x, weights = x_of("torch_rnn3_time_major"), MODELS / "torch_rnn3_time_major.onnx"
+    ok("run", x, "--weights", weights, "--save-weights", tmp_path / "w.npz", "-o", tmp_path / "a.npy", "-q")
+    again = ok("run", x, "--weights", tmp_path / "w.npz", "-o", tmp_path / "b.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    assert "time-major (from the weights file)" in again.stderr
+    converted = ok("weights", "convert", weights, tmp_path / "m.onnx")
+    assert "warning" not in converted.stderr
+    ok("run", x, "--weights", tmp_path / "m.onnx", "-o", tmp_path / "c.npy", "-q")
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "c.npy"))
+    keras = ok("weights", "convert", weights, tmp_path / "m.keras")
+    assert "Keras models take batch-first" in keras.stderr and "--time-major" in keras.stderr
+
+
+def test_an_initial_state_the_graph_takes_as_input_is_warned_about(x_of, tmp_path):
+    x, weights = x_of("torch_rnn2_h0_input"), MODELS / "torch_rnn2_h0_input.onnx"
+    case = expected("torch_rnn2_h0_input")
+    zeros = ok("run", x, "--weights", weights, "-q", "-o", tmp_path / "zeros.npy")
+    assert "the graph takes the initial state as input 'h0'" in zeros.stderr and "--initial-state FILE" in zeros.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "zeros.npy"), case["sequence_from_zeros"], rtol=0, atol=TOLERANCE)
+    np.save(tmp_path / "h0.npy", case["initial_state"])
+    ok("run", x, "--weights", weights, "--initial-state", tmp_path / "h0.npy", "-q", "-o", tmp_path / "y.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), case["sequence"], rtol=0, atol=TOLERANCE)
+    inspected = ok("weights", "inspect", weights)
+    assert "input 'h0'" in inspected.stdout
+
+
+def test_an_initial_state_the_graph_holds_is_applied(x_of, tmp_path):
+    x, weights = x_of("torch_rnn2_h0_constant"), MODELS / "torch_rnn2_h0_constant.onnx"
+    case = expected("torch_rnn2_h0_constant")
+    result = ok("run", x, "--weights", weights, "--return", "both", "-o", tmp_path / "y.npz")
+    with np.load(tmp_path / "y.npz") as out:
+        np.testing.assert_allclose(out["sequence"], case["sequence"], rtol=0, atol=TOLERANCE)
+        np.testing.assert_allclose(out["final"], case["final"], rtol=0, atol=TOLERANCE)
+    assert "initial state from the weights file" in result.stderr and "warning" not in result.stderr
+    np.save(tmp_path / "zeros.npy", np.zeros_like(case["initial_state"]))
+    given = ok("run", x, "--weights", weights, "--initial-state", tmp_path / "zeros.npy", "-o", tmp_path / "z.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "z.npy"), case["sequence_from_zeros"], rtol=0, atol=TOLERANCE)
+    assert "initial state from" not in given.stderr
+    saved = ok("run", x, "--weights", weights, "--save-weights", tmp_path / "w.npz", "-q", "-o", tmp_path / "a.npy")
+    assert "does not keep the initial state" in saved.stderr
+    np.save(tmp_path / "three.npy", np.zeros((3, 6, 3), np.float32))  # the graph's state is for 2 sequences
+    line = one_line(invoke("run", tmp_path / "three.npy", "--weights", weights))
+    assert "the initial state" in line and "torch_rnn2_h0_constant.onnx" in line and "(3, 4)" in line
+
+
+# --- the run summary ------------------------------------------------------------------------------
+
+
+def plain(text):
+    """Text without the colours rich adds under FORCE_COLOR."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def model_row(result):
+    (row,) = [line for line in plain(result.stderr).splitlines() if line.split()[:1] == ["model"]]
+    return " ".join(row.split()[1:])
+
+
+def test_the_summary_names_what_differs_between_layers(x_of, tmp_path):
+    args = ["run", x_of("keras_mixed"), "--weights", MODELS / "keras_mixed.keras", "-o", tmp_path / "y.npy"]
+    result = ok(*args, "--summary-json", tmp_path / "s.json")
+    assert model_row(result) == (
+        "4 layers × 8 units · relu, sigmoid, softsign, elu · layer 2 reversed, layers 3–4 bidirectional (ave, concat)"
+        " · layer 4 no bias · 760 parameters · float32"  # Keras's count_params(): one bias per cell
+    )
+    facts = json.loads((tmp_path / "s.json").read_text())
+    assert [part["merge"] for part in facts["model"]["parts"]] == [None, None, "ave", "concat"]
+
+
+MODEL_ROWS = {  # the options, or weights, and the summary's model row
+    "one layer": (["--units", "64"], "1 layer × 64 units · tanh · 4,416 parameters · float32"),
+    "settings shared by all layers": (
+        ["--units", "4", "--layers", "2", "--bidirectional", "--merge", "sum", "--no-bias", "--clip", "0.5"],
+        "2 layers × 4 units, bidirectional (sum) · tanh, no bias, clip 0.5 · 120 parameters · float32",
+    ),
+    "reversed": (
+        ["--units", "5,3", "--reverse", "--leak", "0.5"],
+        "2 layers × 5,3 units, reversed in time · tanh, leak 0.5 · 80 parameters · float32",
+    ),
+    "onnx": (["--weights", MODELS / "torch_rnn1.onnx"], "1 layer × 5 units · tanh · 50 parameters · float32"),
+    "keras parts": (
+        ["--weights", MODELS / "keras_stacked.keras"],
+        "2 layers × 6,4 units · relu, tanh · layer 1 no bias · 98 parameters · float32",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MODEL_ROWS))
+def test_the_model_row_is_short_where_layers_agree(case, sample_npy, tmp_path):
+    args, row = MODEL_ROWS[case]
+    assert model_row(ok("run", sample_npy, *args, "-o", tmp_path / "y.npy")) == row
+
+
+def test_a_log_keeps_summary_rows_whole_even_with_force_color(tmp_path, sample_npy):
+    """rich counts FORCE_COLOR as a terminal; only a real terminal wraps (rows) and sets the drawing width."""
+    deep = tmp_path
+    while len(str(deep)) < 3800:
+        deep = deep / ("d" * 200)
+    deep.mkdir(parents=True)
+    (deep / "in.npy").write_bytes(sample_npy.read_bytes())
+    env = {**os.environ, "FORCE_COLOR": "1", "TTY_COMPATIBLE": "1", "COLUMNS": "80"}
+    command = [sys.executable, "-m", "rnncli", "run", str(deep / "in.npy"), "--units", "20", "--show"]
+    process = subprocess.run([*command, "-o", str(tmp_path / "y.npy")], capture_output=True, text=True, env=env)
+    assert process.returncode == 0, process.stderr
+    lines = plain(process.stderr).splitlines()
+    assert "\x1b[" in process.stderr  # coloured, as asked
+    assert any(
+        line.split() == ["input", str(deep / "in.npy"), "·", "npy", "·", "(500,", "3)", "float32"] for line in lines
+    )
+    heatmap = [line for line in lines if "▀" in line]
+    assert heatmap and all(len(line) <= 80 for line in heatmap)
+
+
+class Writer:
+    """A stream with no isatty (a logging handler's, say)."""
+
+    def write(self, text):
+        return len(text)
+
+    def flush(self):
+        pass
+
+
+@pytest.mark.parametrize("kind", ["pipe", "no isatty", "closed"])
+def test_text_for_a_stream_that_is_no_terminal_is_never_wrapped(kind, monkeypatch):
+    from rnncli.summary import _UNWRAPPED_WIDTH, text_console
+
+    stream = Writer() if kind == "no isatty" else io.StringIO()
+    if kind == "closed":
+        stream.close()
+    monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich then calls it a terminal
+    assert text_console().width == _UNWRAPPED_WIDTH
 
 
 # --- --save-weights, convert, load: the same arrays, the same outputs --------------------------------

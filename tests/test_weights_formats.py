@@ -23,6 +23,7 @@ from rnncli.initializers import init_model
 from rnncli.model import RNN, Stack
 from rnncli.weights import (
     METADATA_KEY,
+    describe,
     from_state_dict,
     load_weights,
     open_weights,
@@ -61,6 +62,7 @@ READABLE = {
     "keras_bi_sum.keras": ("keras_bi_sum", {}),
     "keras_bi_sum.weights.h5": ("keras_bi_sum", {"merge": "sum"}),
     "keras_go_backwards.keras": ("keras_go_backwards", {}),
+    "keras_mixed.keras": ("keras_mixed", {}),
     "torch_rnn1.npz": ("torch_rnn1", {}),
     "torch_rnn1.safetensors": ("torch_rnn1", {}),
     "torch_rnn1.onnx": ("torch_rnn1", {}),
@@ -68,6 +70,9 @@ READABLE = {
     "torch_rnn2bi_nobias.safetensors": ("torch_rnn2bi_nobias", {}),
     "torch_rnn2bi_nobias.onnx": ("torch_rnn2bi_nobias", {}),
     "onnx_rnn_hand.onnx": ("onnx_rnn_hand", {}),
+    "torch_rnn3_time_major.onnx": ("torch_rnn3_time_major", {}),
+    "torch_rnn2_h0_input.onnx": ("torch_rnn2_h0_input", {}),
+    "torch_rnn2_h0_constant.onnx": ("torch_rnn2_h0_constant", {}),
 }
 
 
@@ -80,7 +85,9 @@ def loaded_fixture(name):
 @pytest.mark.parametrize("name", sorted(READABLE))
 def test_reader_matches_the_framework(name):
     loaded, case = loaded_fixture(name)
-    out = loaded.model.forward(case["x"])
+    # the state the graph holds, else the one the framework was given (a graph input)
+    state = loaded.initial_state if loaded.initial_state is not None else case.get("initial_state")
+    out = loaded.model.forward(case["x"], initial_state=state, time_major=case["config"]["time_major"])
     if "keras_output" in case:  # Keras's own model(x)
         keras_returned = case["config"]["keras_output"].split("_")[0]  # "final" or "sequence"
         # a .keras model's own return_sequences decides; a .weights.h5 does not record it
@@ -136,6 +143,70 @@ def test_onnx_reader_follows_the_graph():
     assert hand.facts["input"]["layout"] == "time-major"
     assert hand.model.activation == "relu" and hand.model.clip == pytest.approx(0.8)
     assert hand.stored["clip"] == pytest.approx(0.8)
+
+
+def test_a_graph_decides_its_input_layout_and_metadata_keeps_it():
+    assert open_weights(MODELS / "torch_rnn3_time_major.onnx").layout == "time-major"  # batch_first=False
+    assert open_weights(MODELS / "torch_rnn1.onnx").layout == "batch-first"  # Transpose nodes around the RNN
+    assert open_weights(MODELS / "torch_rnn1.npz").layout is None  # a state_dict does not say
+    loaded = open_weights(MODELS / "torch_rnn3_time_major.onnx")
+    for fmt in ("npz", "safetensors"):
+        buffer, notes = saved(loaded.model, fmt, layout=loaded.layout)
+        again = open_weights(buffer)
+        assert notes == [] and again.layout == "time-major" and again.facts["metadata"]
+    _, metadata = read_weights(saved(loaded.model, "npz", layout=loaded.layout)[0])
+    assert metadata["layout"] == "time-major"
+    for fmt in ("keras", "weights.h5"):  # Keras models are batch-first
+        _, notes = saved(loaded.model, fmt, layout=loaded.layout)
+        assert any("time-major" in note and "--time-major" in note for note in notes)
+
+
+def test_an_onnx_graph_written_time_major_runs_so_in_onnxruntime():
+    import onnxruntime as ort
+
+    loaded = open_weights(MODELS / "torch_rnn3_time_major.onnx")
+    case = expected("torch_rnn3_time_major")
+    buffer, notes = saved(loaded.model, "onnx", layout=loaded.layout)
+    assert notes == [] and open_weights(buffer).layout == "time-major"
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    y, final = session.run(["y", "final"], {"x": case["x"]})  # (T, B, F) in, (T, B, H) out
+    np.testing.assert_allclose(y, case["sequence"], rtol=0, atol=TOLERANCE)
+    np.testing.assert_allclose(final, case["final"], rtol=0, atol=TOLERANCE)
+
+
+def test_an_initial_state_the_graph_takes_as_input_is_a_warning():
+    loaded = open_weights(MODELS / "torch_rnn2_h0_input.onnx")
+    case = expected("torch_rnn2_h0_input")
+    (warning,) = loaded.warnings
+    assert "torch_rnn2_h0_input.onnx" in warning and "input 'h0'" in warning and "--initial-state FILE" in warning
+    assert loaded.initial_state is None
+    assert [node["initial_h"] for node in loaded.facts["rnn_nodes"]] == ["graph input 'h0'"] * 2
+    out = loaded.model.forward(case["x"])  # no state given: zeros
+    np.testing.assert_allclose(out.sequence, case["sequence_from_zeros"], rtol=0, atol=TOLERANCE)
+
+
+def test_an_initial_state_the_graph_holds_is_kept():
+    loaded = open_weights(MODELS / "torch_rnn2_h0_constant.onnx")
+    case = expected("torch_rnn2_h0_constant")
+    assert loaded.warnings == [] and [node["initial_h"] for node in loaded.facts["rnn_nodes"]] == ["constant"] * 2
+    np.testing.assert_array_equal(np.stack(loaded.initial_state), case["initial_state"])  # (L*D, B, H)
+    assert describe(loaded)["initial_state"] == [[2, 4], [2, 4]]
+    _, notes = saved(loaded.model, "npz", initial_state=loaded.initial_state)
+    assert any("initial state" in note and "--initial-state" in note for note in notes)
+
+
+def test_parameters_are_counted_as_the_framework_counts_them():
+    mixed = open_weights(MODELS / "keras_mixed.keras")
+    assert mixed.parameters == 760  # Keras's count_params(): one bias per cell
+    assert mixed.model.parameter_count == 792  # rnncli's cells hold Keras's bias and a zero second one
+    assert open_weights(MODELS / "torch_rnn1.onnx").parameters == 5 * 3 + 5 * 5 + 2 * 5  # B holds b_ih and b_hh
+    parts = describe(mixed)["model"]["parts"]
+    assert [(p["activation"], p["directions"], p["merge"], p["reverse"], p["bias"]) for p in parts] == [
+        ("relu", 1, None, False, True),
+        ("sigmoid", 1, None, True, True),
+        ("softsign", 2, "ave", False, True),
+        ("elu", 2, "concat", False, False),
+    ]
 
 
 def test_onnx_matches_the_same_weights_saved_by_torch():
@@ -515,7 +586,8 @@ def test_hostile_state_dict_files(tmp_path):
         load_weights(io.BytesIO(data[:-8]), name="short.safetensors")
 
 
-def onnx_graph(extra_nodes=(), initial_h=None, op="RNN"):
+def onnx_graph(extra_nodes=(), initial_h=None, op="RNN", reshaped=False):
+    """X (T, B, 3) into one node: W, R and `initial_h` stored (`reshaped`: stored flat, then reshaped)."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -524,10 +596,14 @@ def onnx_graph(extra_nodes=(), initial_h=None, op="RNN"):
         numpy_helper.from_array(rng.normal(size=(1, 4 * (4 if op == "LSTM" else 1), 4)).astype(np.float32), "R"),
     ]
     inputs = ["X", "W", "R"]
+    nodes = []
     if initial_h is not None:
-        inits.append(numpy_helper.from_array(initial_h, "h0"))
-        inputs += ["", "", "h0"]
-    nodes = [helper.make_node(op, inputs, ["Y", "Y_h"], hidden_size=4, name="rnn"), *extra_nodes]
+        inits.append(numpy_helper.from_array(initial_h.reshape(-1) if reshaped else initial_h, "h0"))
+        inputs += ["", "", "h0_shaped" if reshaped else "h0"]
+    if reshaped:
+        inits.append(numpy_helper.from_array(np.array(initial_h.shape, np.int64), "h0_shape"))
+        nodes.append(helper.make_node("Reshape", ["h0", "h0_shape"], ["h0_shaped"]))
+    nodes += [helper.make_node(op, inputs, ["Y", "Y_h"], hidden_size=4, name="rnn"), *extra_nodes]
     outputs = [extra_nodes[-1].output[0] if extra_nodes else "Y"]
     graph = helper.make_graph(
         nodes,
@@ -550,9 +626,14 @@ def test_onnx_graphs_rnncli_cannot_run_are_refused_by_name():
         load_weights(onnx_graph(head))
     with pytest.raises(WeightsError, match=r"\(LSTM\) \(rnncli runs simple RNN nodes"):
         load_weights(onnx_graph(op="LSTM"))
-    with pytest.raises(WeightsError, match=r"initial_h is not zero.*--initial-state"):
-        load_weights(onnx_graph(initial_h=np.ones((1, 1, 4), np.float32)))
-    assert load_weights(onnx_graph(initial_h=np.zeros((1, 1, 4), np.float32))).units == (4,)
+    assert open_weights(onnx_graph(initial_h=np.zeros((1, 1, 4), np.float32))).initial_state is None
+    assert open_weights(onnx_graph(initial_h=np.zeros((1, 1, 4), np.float32), reshaped=True)).initial_state is None
+    (kept,) = open_weights(onnx_graph(initial_h=np.ones((1, 1, 4), np.float32))).initial_state
+    np.testing.assert_array_equal(kept, np.ones((1, 4)))
+    with pytest.raises(WeightsError, match=r"initial_h has shape \(1, 1, 5\), not \(directions=1, batch, hidden=4\)"):
+        load_weights(onnx_graph(initial_h=np.ones((1, 1, 5), np.float32)))
+    with pytest.raises(WeightsError, match=r"initial_h is neither zeros, a stored .* tensor nor a graph input"):
+        load_weights(onnx_graph(initial_h=np.ones((1, 1, 4), np.float32), reshaped=True))
     data = (MODELS / "torch_rnn1.onnx").read_bytes()
     with pytest.raises(WeightsError, match=r"not a valid ONNX model"):
         load_weights(io.BytesIO(data[: len(data) // 2]), name="cut.onnx")
