@@ -19,6 +19,7 @@ from .errors import InputError
 from .io import (
     PathOrFile,
     check_npy_body,
+    check_zip_method,
     format_from_name,
     iter_npy_rows,
     load_array,
@@ -144,6 +145,7 @@ def _npz_members(fp: BinaryIO, name: str, key: str | None) -> list[dict[str, Any
             if key is not None and member != key:
                 continue
             label = f"{name}[{member}]"
+            check_zip_method(info, label, InputError, "re-save it with numpy.savez")
             try:
                 with archive.open(info) as stream:
                     described.append(_streamed(stream, label, member, size=info.file_size))

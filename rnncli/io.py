@@ -449,6 +449,15 @@ ZIP_BOMB_RATIO = 200  # only long runs of one byte deflate this well; real array
 UNBOUNDED_COMPRESSION = {12: "bzip2", 14: "LZMA"}
 
 
+def check_zip_method(info: zipfile.ZipInfo, label: str, error: type[RnnCliError], resave: str) -> None:
+    """Refuse a bzip2 or LZMA member: zipfile inflates a whole read of those at once, past any bound."""
+    if info.compress_type in UNBOUNDED_COMPRESSION:
+        raise error(
+            f"{label}: the member is compressed with {UNBOUNDED_COMPRESSION[info.compress_type]}, which rnncli "
+            f"does not inflate (its memory use cannot be bounded); {resave}"
+        )
+
+
 def check_zip_member(info: zipfile.ZipInfo, label: str, error: type[RnnCliError], resave: str) -> None:
     """Refuse, before inflating it, an archive member that would not fit in memory or looks like a zip bomb.
 
@@ -456,11 +465,7 @@ def check_zip_member(info: zipfile.ZipInfo, label: str, error: type[RnnCliError]
     zipfile inflates stored and deflated members no further than that size (and checks the CRC there),
     while bzip2 and LZMA members are refused. `resave` tells the user how to make a genuine file readable.
     """
-    if info.compress_type in UNBOUNDED_COMPRESSION:
-        raise error(
-            f"{label}: the member is compressed with {UNBOUNDED_COMPRESSION[info.compress_type]}, which rnncli "
-            f"does not inflate (its memory use cannot be bounded); {resave}"
-        )
+    check_zip_method(info, label, error, resave)
     size, packed, budget = info.file_size, info.compress_size, memory_budget()
     ratio = size / max(packed, 1)
     if size > ZIP_BOMB_SIZE and ratio > ZIP_BOMB_RATIO:

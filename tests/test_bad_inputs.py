@@ -651,3 +651,13 @@ def test_bzip2_and_lzma_members_are_refused_unread(compression, name):
     assert peak < 8 << 20
     peak, raised = inflating_peak(load_weights, io.BytesIO(keras_archive(b"{}", compression)), name="m.keras")
     assert isinstance(raised, WeightsError) and f"compressed with {name}" in str(raised), raised
+
+
+def test_info_refuses_bzip2_and_lzma_members_too(tmp_path):
+    from rnncli.errors import InputError
+    from rnncli.info import describe_data
+
+    path = tmp_path / "x.npz"
+    path.write_bytes(zipped({"x.npy": 1 << 20}, zipfile.ZIP_LZMA))
+    with pytest.raises(InputError, match=r"x\.npz\[x\]: the member is compressed with LZMA"):
+        describe_data(str(path))
