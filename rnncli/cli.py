@@ -359,7 +359,8 @@ return_option = click.option(
 @click.option(
     "--save-state",
     type=click.Path(dir_okay=False),
-    help="Write the final state of every layer/direction (.npy like PyTorch's h_n; .npz for mixed sizes).",
+    help="Write the final state of every layer/direction (.npy like PyTorch's h_n; .npz for mixed sizes). May be "
+    "the --initial-state file, to carry a state on from run to run.",
 )
 @click.option(
     "--save-weights",
@@ -367,7 +368,14 @@ return_option = click.option(
     help="Write the weights used (.npz or .safetensors, PyTorch names + settings) to repeat or ship the run.",
 )
 @return_option
-@click.option("-o", "--output", default="-", show_default=True, help="Output file; - is stdout.")
+@click.option(
+    "-o",
+    "--output",
+    default="-",
+    show_default=True,
+    help="Output file, written atomically; - is stdout. A device or named pipe (/dev/null, -o >(gzip > y.gz)) is "
+    "written into.",
+)
 @click.option(
     "--to", "to", type=click.Choice(FORMAT_NAMES), help="Output format. [default: from -o's extension; npy on stdout]"
 )
