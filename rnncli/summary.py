@@ -63,9 +63,7 @@ def _which(numbers: list[int]) -> str:
 
 
 def _per_layer(model: dict[str, Any]) -> list[dict[str, Any]]:
-    """One entry per layer, from the model's parts (the top-level settings when the facts have no parts)."""
-    keys = ("activation", "directions", "merge", "reverse", "bias", "clip", "leak")
-    parts = model.get("parts") or [{"units": model["units"], **{key: model[key] for key in keys}}]
+    """One entry per layer, from the model's parts."""
     return [
         {
             "activation": part["activation"],
@@ -75,7 +73,7 @@ def _per_layer(model: dict[str, Any]) -> list[dict[str, Any]]:
             "clip": part["clip"],
             "leak": None if part["leak"] in (1, None) else part["leak"],
         }
-        for part in parts
+        for part in model["parts"]
         for _ in part["units"]
     ]
 
