@@ -2,14 +2,14 @@
  * rnncli._kernel -- compiled hot loop of the simple (Elman) RNN recurrence.
  *
  *   recur(buf, U, h, activation, clip, leak, reverse) -> None
- *   project(x, W, out) -> None
+ *   project(x, W, out, bias=None) -> None
  *
  * buf (T, B, H) holds x_t W_ih^T + b on entry and the outputs on return;
  * U (H, H) is W_hh in PyTorch layout (pre = buf[t, b] + U @ h[b]);
  * h (B, H) is the initial state on entry and the final state on return.
  * All three are C-contiguous buffers of one dtype, float32 or float64.
- * project computes out = x @ W (the input projection) with a summation
- * order that does not depend on the number of rows (see proj_t).
+ * project computes out = x @ W + bias (the input projection) with a
+ * summation order that does not depend on the number of rows (see proj_t).
  *
  * Arrays come in through the buffer protocol only, so building needs no
  * numpy headers.
@@ -58,9 +58,10 @@ typedef struct {
  * scratch memory (the caller raises MemoryError once it holds the GIL). */
 typedef int (*impl_fn)(const job_t *job);
 
-/* The input projection out[n, :] = x[n, :] @ W.  Every element is summed
- * over f = 0 .. F-1 in that order, one multiply-add per term, by the same
- * code for every row: the last, partial tile of rows goes through a
+/* The input projection out[n, :] = x[n, :] @ W + b.  Every element is
+ * summed over f = 0 .. F-1 in that order, one multiply-add per term, and b
+ * is added last (the bits of adding it in a second pass), by the same code
+ * for every row: the last, partial tile of rows goes through a
  * zero-padded copy.  So a row's result does not depend on how many rows
  * came with it (BLAS kernels round differently at the edges of their
  * blocks), and a sequence run in two pieces projects to the same bits as
@@ -70,6 +71,7 @@ typedef struct {
     Py_ssize_t xs, os; /* element strides between rows of x and of out */
     const void *x;     /* (N, F), rows contiguous */
     const void *W;     /* (F, H), C-contiguous */
+    const void *b;     /* (H,) or NULL */
     void *out;         /* (N, H), rows contiguous; written */
 } proj_t;
 
@@ -186,6 +188,7 @@ SCALAR_RECUR(recur_scalar_f64, double, tanh, exp)
     static int NAME(const proj_t *p)                                          \
     {                                                                         \
         const T *x = (const T *)p->x, *W = (const T *)p->W;                   \
+        const T *b = (const T *)p->b;                                         \
         Py_ssize_t n, f, j;                                                   \
         for (n = 0; n < p->N; n++) {                                          \
             T *o = (T *)p->out + n * p->os;                                   \
@@ -197,6 +200,11 @@ SCALAR_RECUR(recur_scalar_f64, double, tanh, exp)
                 const T *w = W + f * p->H;                                    \
                 for (j = 0; j < p->H; j++) {                                  \
                     o[j] += xf * w[j];                                        \
+                }                                                             \
+            }                                                                 \
+            if (b != NULL) {                                                  \
+                for (j = 0; j < p->H; j++) {                                  \
+                    o[j] += b[j];                                             \
                 }                                                             \
             }                                                                 \
         }                                                                     \
@@ -635,13 +643,14 @@ DEFINE_VTYPES(64)
         const Py_ssize_t N = p->N, F = p->F, H = p->H, PW = C * L;            \
         const Py_ssize_t npanels = (H + PW - 1) / PW;                         \
         const T *x = (const T *)p->x, *W = (const T *)p->W;                   \
-        T *panels, *pad;                                                      \
+        const T *b = (const T *)p->b;                                         \
+        T *panels, *pad, *bias;                                               \
         Py_ssize_t q, n0, f, k;                                               \
         int r, c;                                                             \
         if (N == 0 || H == 0) {                                               \
             return 0;                                                         \
         }                                                                     \
-        panels = (T *)scratch_alloc((size_t)(npanels * PW * F + 1) *          \
+        panels = (T *)scratch_alloc((size_t)(npanels * PW * (F + 1) + 1) *    \
                                     sizeof(T));                               \
         pad = (T *)scratch_alloc((size_t)(PR * F + 1) * sizeof(T));           \
         if (panels == NULL || pad == NULL) {                                  \
@@ -657,6 +666,10 @@ DEFINE_VTYPES(64)
                         col < H ? W[f * H + col] : (T)0;                      \
                 }                                                             \
             }                                                                 \
+        }                                                                     \
+        bias = panels + npanels * PW * F; /* zero-padded like the panels */   \
+        for (k = 0; k < npanels * PW; k++) {                                  \
+            bias[k] = b != NULL && k < H ? b[k] : (T)0;                       \
         }                                                                     \
         memset(pad, 0, (size_t)(PR * F) * sizeof(T));                        \
         for (q = 0; q < npanels; q++) {                                       \
@@ -692,6 +705,17 @@ DEFINE_VTYPES(64)
                         RNN_UNROLL for (c = 0; c < C; c++)                    \
                         {                                                     \
                             acc[r][c] += w[c] * xf;                           \
+                        }                                                     \
+                    }                                                         \
+                }                                                             \
+                if (b != NULL) {                                              \
+                    RNN_UNROLL for (c = 0; c < C; c++)                        \
+                    {                                                         \
+                        VF bv;                                                \
+                        memcpy(&bv, bias + q * PW + c * L, sizeof(VF));       \
+                        RNN_UNROLL for (r = 0; r < PR; r++)                   \
+                        {                                                     \
+                            acc[r][c] += bv;                                  \
                         }                                                     \
                     }                                                         \
                 }                                                             \
@@ -1083,32 +1107,36 @@ fail:
 }
 
 PyDoc_STRVAR(project_doc,
-"project($module, x, W, out)\n"
+"project($module, x, W, out, bias=None)\n"
 "--\n"
 "\n"
-"out = x @ W in place; returns None.\n"
+"out = x @ W + bias in place; returns None.\n"
 "\n"
-"x:   (N, F) float32/float64, rows contiguous (any stride between rows).\n"
-"W:   (F, H) same dtype, C-contiguous (W_ih transposed).\n"
-"out: (N, H) same dtype, writable, rows contiguous.\n"
+"x:    (N, F) float32/float64, rows contiguous (any stride between rows).\n"
+"W:    (F, H) same dtype, C-contiguous (W_ih transposed).\n"
+"out:  (N, H) same dtype, writable, rows contiguous.\n"
+"bias: (H,) same dtype, C-contiguous, or None.\n"
 "\n"
 "Each element is summed over f = 0 .. F-1 in order by the same code for\n"
 "every row, so a row's result does not depend on N or on its position\n"
-"(unlike a BLAS product). The GIL is released while it runs.");
+"(unlike a BLAS product); bias is added last, with the bits of a second\n"
+"pass `out += bias`. The GIL is released while it runs, so threads can\n"
+"project disjoint rows at once.");
 
 static PyObject *
 kernel_project(PyObject *self, PyObject *args)
 {
-    PyObject *ox, *oW, *oout;
-    Py_buffer vx, vw, vo;
+    PyObject *ox, *oW, *oout, *obias = Py_None;
+    Py_buffer vx, vw, vo, vb;
     proj_t pj;
     char kind;
     int rc;
     (void)self;
 
-    if (!PyArg_ParseTuple(args, "OOO:project", &ox, &oW, &oout)) {
+    if (!PyArg_ParseTuple(args, "OOO|O:project", &ox, &oW, &oout, &obias)) {
         return NULL;
     }
+    vb.obj = NULL;
     if (get_array(ox, &vx, "x", 2, "(N, F)", 0, 1) < 0) {
         return NULL;
     }
@@ -1121,12 +1149,25 @@ kernel_project(PyObject *self, PyObject *args)
         PyBuffer_Release(&vw);
         return NULL;
     }
+    if (obias != Py_None &&
+        get_array(obias, &vb, "bias", 1, "(H,)", 0, 0) < 0) {
+        vb.obj = NULL;
+        goto fail;
+    }
     kind = buffer_kind(&vx);
-    if (kind == 0 || buffer_kind(&vw) != kind || buffer_kind(&vo) != kind) {
+    if (kind == 0 || buffer_kind(&vw) != kind || buffer_kind(&vo) != kind ||
+        (vb.obj != NULL && buffer_kind(&vb) != kind)) {
         PyErr_Format(PyExc_TypeError,
-                     "project: x, W and out must share one dtype, float32 or "
-                     "float64; got x %s, W %s, out %s",
-                     kind_name(&vx), kind_name(&vw), kind_name(&vo));
+                     "project: x, W, out and bias must share one dtype, "
+                     "float32 or float64; got x %s, W %s, out %s, bias %s",
+                     kind_name(&vx), kind_name(&vw), kind_name(&vo),
+                     vb.obj != NULL ? kind_name(&vb) : "None");
+        goto fail;
+    }
+    if (vb.obj != NULL && vb.shape[0] != vw.shape[1]) {
+        PyErr_Format(PyExc_ValueError,
+                     "project: bias has %zd entries, W has %zd columns",
+                     vb.shape[0], vw.shape[1]);
         goto fail;
     }
     if (vw.shape[0] != vx.shape[1] || vo.shape[0] != vx.shape[0] ||
@@ -1146,6 +1187,7 @@ kernel_project(PyObject *self, PyObject *args)
     pj.os = vo.strides[0] / vo.itemsize;
     pj.x = vx.buf;
     pj.W = vw.buf;
+    pj.b = vb.obj != NULL ? vb.buf : NULL;
     pj.out = vo.buf;
 
     Py_BEGIN_ALLOW_THREADS
@@ -1155,6 +1197,9 @@ kernel_project(PyObject *self, PyObject *args)
     PyBuffer_Release(&vx);
     PyBuffer_Release(&vw);
     PyBuffer_Release(&vo);
+    if (vb.obj != NULL) {
+        PyBuffer_Release(&vb);
+    }
     if (rc < 0) {
         return PyErr_NoMemory();
     }
@@ -1164,6 +1209,9 @@ fail:
     PyBuffer_Release(&vx);
     PyBuffer_Release(&vw);
     PyBuffer_Release(&vo);
+    if (vb.obj != NULL) {
+        PyBuffer_Release(&vb);
+    }
     return NULL;
 }
 

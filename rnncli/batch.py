@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .errors import InputError, MissingExtraError, RnnCliError, UsageError
+from .model import THREAD_VARIABLES
 from .pipeline import (
     BuiltModel,
     ModelOptions,
@@ -33,7 +34,6 @@ from .pipeline import (
 
 EXTENSIONS = {"npy": ".npy", "npz": ".npz", "csv": ".csv"}
 GLOB_CHARACTERS = "*?["
-BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 STATUSES = ("ok", "failed", "skipped", "interrupted")
 
 
@@ -364,9 +364,10 @@ def run_batch(
 
 
 # The local pool, also for one worker. Workers are spawned, not forked (a forked BLAS thread pool
-# can deadlock), with one BLAS thread each: the model's many small per-step products gain nothing
-# from more, and N workers then keep N cores busy instead of oversubscribing them (measured in
-# benchmarks/bench_batch.py; several times slower on a busy machine otherwise). The parent forwards
+# can deadlock), with one BLAS thread and one projection thread each (both follow the variables
+# set below): the model's many small per-step products gain nothing from more, and N workers then
+# keep N cores busy instead of oversubscribing them (measured in benchmarks/bench_batch.py; several
+# times slower on a busy machine otherwise). The parent forwards
 # an interrupt as SIGTERM; a worker then abandons its file (atomic_output removes the temporary
 # output) and hands back the rest of its queue unrun.
 
@@ -401,8 +402,9 @@ def _run_in_worker(job: Job) -> FileRecord:
 
 @contextmanager
 def _blas_threads_for_children(threads: int) -> Iterator[None]:
-    """Processes started in this block get `threads` BLAS threads, unless the user set the variables."""
-    unset = [name for name in BLAS_THREAD_VARIABLES if name not in os.environ]
+    """Processes started in this block get `threads` BLAS and projection threads, unless the user set
+    the variables."""
+    unset = [name for name in THREAD_VARIABLES if name not in os.environ]
     os.environ.update({name: str(threads) for name in unset})
     try:
         yield

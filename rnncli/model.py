@@ -482,36 +482,103 @@ class Stack:
 BLOCK_STEPS = 1 << 15
 """Timesteps per input-projection block. Long inputs are streamed in blocks of this size too."""
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+"""Thread limits honoured: BLAS reads them, and the input projection takes the first one set."""
+
+MIN_PROJECTION_WORK = 1 << 21
+"""Multiply-adds per projection thread (about 15 µs); below that a thread costs more than it saves."""
+
+
+def projection_threads() -> int:
+    """Threads for the input projection: the cores this process may run on, capped by the first of
+    THREAD_VARIABLES set to a positive whole number (batch workers get 1 each)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    for name in THREAD_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return min(cores, int(value))
+    return cores
+
 
 def _project(sequence: np.ndarray, cell: Cell, dtype: np.dtype, time_axis: int) -> np.ndarray:
     """The input projection x W_ih^T + b, block by block, in `sequence`'s layout.
 
     Each row is projected on its own terms (the kernel's `project`, or einsum without the kernel),
     never by BLAS, whose result for a row depends on how many rows share the call: so a sequence
-    run in pieces, streamed, or continued from a saved state gives the bits of one whole run."""
+    run in pieces, streamed, continued from a saved state or split among threads gives the bits
+    of one whole run."""
     buffer = np.empty((*sequence.shape[:2], cell.units), dtype)
     steps = sequence.shape[time_axis]
     weights = np.ascontiguousarray(cell.w_ih.T, dtype=dtype)
     bias = cell.bias()
+    bias = None if bias is None else np.ascontiguousarray(bias, dtype=dtype)
     for start in range(0, steps, BLOCK_STEPS):
         window = (slice(None),) * time_axis + (slice(start, min(start + BLOCK_STEPS, steps)),)
         block = np.ascontiguousarray(sequence[window], dtype=dtype)
         out = buffer[window]
         if out.flags.c_contiguous:
-            _project_rows(block.reshape(-1, block.shape[-1]), weights, out.reshape(-1, cell.units))
-        else:  # a block of a long batch-first buffer: one call per sequence
-            for rows, target in zip(block, out):
-                _project_rows(rows, weights, target)
-        if bias is not None:
-            out += bias
+            pieces = [(block.reshape(-1, block.shape[-1]), out.reshape(-1, cell.units))]
+        else:  # a block of a long batch-first buffer: one piece per sequence
+            pieces = list(zip(block, out))
+        _project_pieces(pieces, weights, bias)
     return buffer
 
 
-def _project_rows(rows: np.ndarray, weights: np.ndarray, out: np.ndarray) -> None:
-    if _kernel is not None:
-        _kernel.project(rows, weights, out)
-    else:
-        np.einsum("nf,fh->nh", rows, weights, out=out)
+def _project_pieces(pieces: list[tuple[np.ndarray, np.ndarray]], weights: np.ndarray, bias: np.ndarray | None) -> None:
+    """out = rows @ weights + bias for each (rows, out) piece, the rows shared evenly among threads."""
+    total = sum(len(rows) for rows, _ in pieces)
+    threads = max(1, min(projection_threads(), total * weights.size // MIN_PROJECTION_WORK))
+    edges = [total * k // threads for k in range(threads + 1)]
+    shares: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(threads)]
+    offset = 0
+    for rows, out in pieces:
+        for share, low, high in zip(shares, edges, edges[1:]):
+            start, stop = max(low - offset, 0), min(high - offset, len(rows))
+            if start < stop:
+                share.append((rows[start:stop], out[start:stop]))
+        offset += len(rows)
+    _in_threads([lambda share=share: _project_share(share, weights, bias) for share in shares])
+
+
+def _project_share(share: list[tuple[np.ndarray, np.ndarray]], weights: np.ndarray, bias: np.ndarray | None) -> None:
+    for rows, out in share:
+        if _kernel is not None:
+            _kernel.project(rows, weights, out, bias)
+        else:
+            np.einsum("nf,fh->nh", rows, weights, out=out)
+            if bias is not None:
+                out += bias
+
+
+def _in_threads(tasks: list[Callable[[], None]]) -> None:
+    """Run the tasks at once, the first in the calling thread (the work releases the GIL); re-raise
+    the first error."""
+    if len(tasks) == 1:
+        tasks[0]()
+        return
+    import threading
+
+    errors: list[BaseException] = []
+
+    def guarded(task: Callable[[], None]) -> None:
+        try:
+            task()
+        except BaseException as error:  # handed to the calling thread
+            errors.append(error)
+
+    helpers = [threading.Thread(target=guarded, args=(task,), daemon=True) for task in tasks[1:]]
+    for helper in helpers:
+        helper.start()
+    try:
+        tasks[0]()
+    finally:
+        for helper in helpers:
+            helper.join()
+    if errors:
+        raise errors[0]
 
 
 def _recur(

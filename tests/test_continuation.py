@@ -2,6 +2,7 @@
 
 At realistic sizes (tens of features and units), on both engines. A BLAS product rounds a row
 differently depending on how many rows share the call, so these sizes caught what tiny ones did not.
+The input projection shared among threads gives the bits of one thread, too.
 """
 
 import numpy as np
@@ -82,3 +83,61 @@ def test_the_cli_continues_a_run_from_its_saved_state_bit_for_bit(units, tmp_pat
     run(tmp_path / "tail.npy", "-o", tmp_path / "tail_out.npy", "--initial-state", state)
     pieces = np.concatenate([np.load(tmp_path / "head_out.npy"), np.load(tmp_path / "tail_out.npy")])
     np.testing.assert_array_equal(pieces, np.load(tmp_path / "whole_out.npy"))
+
+
+@pytest.mark.parametrize("layout", ["single", "batch-first", "time-major"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_projection_split_among_threads_equals_one_thread(engine, layout, dtype, monkeypatch):
+    # blocks of 128 steps, the last one of 3: shares of a few rows, where BLAS would round differently
+    shape = {"single": (1027, 32), "batch-first": (5, 259, 32), "time-major": (259, 5, 32)}[layout]
+    x = np.random.default_rng(9).normal(size=shape).astype(dtype)
+    model = init_model(32, [64, 48], layers=2, seed=9, dtype=dtype, bidirectional=True)
+    monkeypatch.setattr(rnncli.model, "BLOCK_STEPS", 128)  # several blocks; batch-first ones project per sequence
+    monkeypatch.setattr(rnncli.model, "MIN_PROJECTION_WORK", 1)
+    used = []
+    run_in_threads = rnncli.model._in_threads
+    monkeypatch.setattr(rnncli.model, "_in_threads", lambda tasks: used.append(len(tasks)) or run_in_threads(tasks))
+    results = []
+    for threads in (1, 2, 3, 7):
+        monkeypatch.setattr(rnncli.model, "projection_threads", lambda threads=threads: threads)
+        results.append(model.forward(x, time_major=layout == "time-major"))
+    assert set(used) == {1, 2, 3, 7}
+    for result in results[1:]:
+        np.testing.assert_array_equal(result.sequence, results[0].sequence)
+        for mine, theirs in zip(result.state, results[0].state):
+            np.testing.assert_array_equal(mine, theirs)
+
+
+def test_projection_threads_follow_the_thread_variables(monkeypatch):
+    for name in rnncli.model.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(rnncli.model.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert rnncli.model.projection_threads() == 4
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    assert rnncli.model.projection_threads() == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the first one set wins, as batch workers rely on
+    assert rnncli.model.projection_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "16")  # never more than the cores
+    assert rnncli.model.projection_threads() == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "4,2")  # not a plain count: the next variable decides
+    assert rnncli.model.projection_threads() == 2
+
+
+def test_small_projections_stay_in_the_calling_thread(monkeypatch):
+    used = []
+    run_in_threads = rnncli.model._in_threads
+    monkeypatch.setattr(rnncli.model, "_in_threads", lambda tasks: used.append(len(tasks)) or run_in_threads(tasks))
+    monkeypatch.setattr(rnncli.model, "projection_threads", lambda: 8)
+    init_model(3, 8).forward(np.ones((10, 3), np.float32))
+    assert used == [1]
+
+
+def test_an_error_in_a_projection_thread_reaches_the_caller():
+    ran = []
+
+    def fails():
+        raise MemoryError("no scratch memory")
+
+    with pytest.raises(MemoryError, match="no scratch memory"):
+        rnncli.model._in_threads([lambda: ran.append("caller"), fails, lambda: ran.append("third")])
+    assert sorted(ran) == ["caller", "third"]  # every thread finished before the error was raised

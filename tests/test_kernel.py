@@ -403,12 +403,35 @@ def test_project_takes_strided_rows(name):
     assert not out[:, :2].any() and not out[:, 9:].any()
 
 
+@pytest.mark.parametrize("name", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("features", "hidden"), [(1, 1), (3, 17), (32, 64), (32, 128), (7, 129)])
+def test_project_adds_the_bias_last_with_the_bits_of_a_second_pass(name, dtype, features, hidden):
+    rng = np.random.default_rng(features + hidden)
+    x = rng.standard_normal((23, features)).astype(dtype)
+    w = rng.standard_normal((features, hidden)).astype(dtype)
+    bias = rng.standard_normal(hidden).astype(dtype)
+    fused, two_passes = np.empty((23, hidden), dtype), np.empty((23, hidden), dtype)
+    with isa(name):
+        _kernel.project(x, w, fused, bias)
+        _kernel.project(x, w, two_passes, None)
+    two_passes += bias
+    np.testing.assert_array_equal(fused, two_passes)
+
+
 def test_project_refuses_mismatched_arguments():
     x, w, out = np.ones((4, 3), np.float32), np.ones((3, 5), np.float32), np.zeros((4, 5), np.float32)
     with pytest.raises(ValueError, match="shapes do not match"):
         _kernel.project(x, np.ones((2, 5), np.float32), out)
     with pytest.raises(TypeError, match="one dtype"):
         _kernel.project(x, w.astype(np.float64), out)
+    with pytest.raises(TypeError, match="bias float64"):
+        _kernel.project(x, w, out, np.ones(5))
+    with pytest.raises(ValueError, match="bias has 4 entries, W has 5 columns"):
+        _kernel.project(x, w, out, np.ones(4, np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _kernel.project(x, w, out, np.ones(10, np.float32)[::2])
+    assert not out.any()  # nothing written by a refused call
     with pytest.raises(ValueError, match="read-only"):
         out.flags.writeable = False
         _kernel.project(x, w, out)
