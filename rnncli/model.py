@@ -483,15 +483,19 @@ BLOCK_STEPS = 1 << 15
 """Timesteps per input-projection block. Long inputs are streamed in blocks of this size too."""
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
-"""Thread limits honoured: BLAS reads them, and the input projection takes the first one set."""
+"""Thread limits honoured: BLAS reads them, and rnncli's own threads follow the first one set."""
 
-MIN_PROJECTION_WORK = 1 << 21
-"""Multiply-adds per projection thread (about 15 µs); below that a thread costs more than it saves."""
+MIN_THREAD_WORK = 1 << 21
+"""Multiply-adds per thread (about 15 µs); below that a thread costs more than it saves."""
+
+MIN_THREAD_ROWS = 8
+"""Batch rows per recurrence thread: the kernel runs 4 or more rows through one code path, whose
+bits do not depend on where a row sits, so a batch split among threads gives the bits of one."""
 
 
-def projection_threads() -> int:
-    """Threads for the input projection: the cores this process may run on, capped by the first of
-    THREAD_VARIABLES set to a positive whole number (batch workers get 1 each)."""
+def available_threads() -> int:
+    """Threads for the input projection and the batch recurrence: the cores this process may run on,
+    capped by the first of THREAD_VARIABLES set to a positive whole number (batch workers get 1 each)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -530,7 +534,7 @@ def _project(sequence: np.ndarray, cell: Cell, dtype: np.dtype, time_axis: int) 
 def _project_pieces(pieces: list[tuple[np.ndarray, np.ndarray]], weights: np.ndarray, bias: np.ndarray | None) -> None:
     """out = rows @ weights + bias for each (rows, out) piece, the rows shared evenly among threads."""
     total = sum(len(rows) for rows, _ in pieces)
-    threads = max(1, min(projection_threads(), total * weights.size // MIN_PROJECTION_WORK))
+    threads = max(1, min(available_threads(), total * weights.size // MIN_THREAD_WORK))
     edges = [total * k // threads for k in range(threads + 1)]
     shares: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(threads)]
     offset = 0
@@ -589,9 +593,23 @@ def _recur(
     batch, units = by_step.shape[1:]
     if _kernel is not None and code is not None and lengths is None and _kernel_wins(batch, units):
         # in place, also on a batch-first buffer (the kernel takes any strides between rows)
-        _kernel.recur(by_step, w_hh, h, code, model.clip or 0.0, model.leak, reverse)
+        clip, leak = model.clip or 0.0, model.leak
+        _in_threads(
+            [
+                lambda rows=rows: _kernel.recur(by_step[:, rows], w_hh, h[rows], code, clip, leak, reverse)
+                for rows in _row_ranges(batch, by_step.shape[0] * batch * units * units)
+            ]
+        )
         return
     _recur_numpy(by_step, w_hh, h, ACTIVATIONS[model.activation], model.clip, model.leak, reverse, lengths)
+
+
+def _row_ranges(batch: int, work: int) -> list[slice]:
+    """Batch rows shared among threads for the whole recurrence (rows never depend on each other, so
+    threads never wait): at least MIN_THREAD_ROWS rows each, starting on multiples of 4."""
+    threads = max(1, min(available_threads(), batch // MIN_THREAD_ROWS, work // MIN_THREAD_WORK))
+    edges = [batch * k // threads // 4 * 4 for k in range(threads)] + [batch]
+    return [slice(start, stop) for start, stop in zip(edges, edges[1:])]
 
 
 def _kernel_wins(batch: int, units: int) -> bool:

@@ -93,13 +93,13 @@ def test_the_projection_split_among_threads_equals_one_thread(engine, layout, dt
     x = np.random.default_rng(9).normal(size=shape).astype(dtype)
     model = init_model(32, [64, 48], layers=2, seed=9, dtype=dtype, bidirectional=True)
     monkeypatch.setattr(rnncli.model, "BLOCK_STEPS", 128)  # several blocks; batch-first ones project per sequence
-    monkeypatch.setattr(rnncli.model, "MIN_PROJECTION_WORK", 1)
+    monkeypatch.setattr(rnncli.model, "MIN_THREAD_WORK", 1)
     used = []
     run_in_threads = rnncli.model._in_threads
     monkeypatch.setattr(rnncli.model, "_in_threads", lambda tasks: used.append(len(tasks)) or run_in_threads(tasks))
     results = []
     for threads in (1, 2, 3, 7):
-        monkeypatch.setattr(rnncli.model, "projection_threads", lambda threads=threads: threads)
+        monkeypatch.setattr(rnncli.model, "available_threads", lambda threads=threads: threads)
         results.append(model.forward(x, time_major=layout == "time-major"))
     assert set(used) == {1, 2, 3, 7}
     for result in results[1:]:
@@ -108,28 +108,54 @@ def test_the_projection_split_among_threads_equals_one_thread(engine, layout, dt
             np.testing.assert_array_equal(mine, theirs)
 
 
-def test_projection_threads_follow_the_thread_variables(monkeypatch):
+def test_available_threads_follow_the_thread_variables(monkeypatch):
     for name in rnncli.model.THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(rnncli.model.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    assert rnncli.model.projection_threads() == 4
+    assert rnncli.model.available_threads() == 4
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
-    assert rnncli.model.projection_threads() == 2
+    assert rnncli.model.available_threads() == 2
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the first one set wins, as batch workers rely on
-    assert rnncli.model.projection_threads() == 1
+    assert rnncli.model.available_threads() == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "16")  # never more than the cores
-    assert rnncli.model.projection_threads() == 4
+    assert rnncli.model.available_threads() == 4
     monkeypatch.setenv("OMP_NUM_THREADS", "4,2")  # not a plain count: the next variable decides
-    assert rnncli.model.projection_threads() == 2
+    assert rnncli.model.available_threads() == 2
 
 
-def test_small_projections_stay_in_the_calling_thread(monkeypatch):
+@pytest.mark.parametrize("layout", ["batch-first", "time-major"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_batch_recurrence_split_among_threads_equals_one_thread(layout, dtype, monkeypatch):
+    x = np.random.default_rng(4).normal(size=(61, 40, 16)).astype(dtype)
+    if layout == "time-major":
+        x = np.ascontiguousarray(x.transpose(1, 0, 2))
+    model = init_model(16, [64, 33], layers=2, seed=4, dtype=dtype, bidirectional=True)
+    initial = [np.random.default_rng(k).normal(size=(61, h)).astype(dtype) for k, h in enumerate([64, 64, 33, 33])]
+    monkeypatch.setattr(rnncli.model, "MIN_THREAD_WORK", 1)
+    shares = []
+    row_ranges = rnncli.model._row_ranges
+    monkeypatch.setattr(rnncli.model, "_row_ranges", lambda *a: shares.append(row_ranges(*a)) or shares[-1])
+    results = []
+    for threads in (1, 2, 7):
+        monkeypatch.setattr(rnncli.model, "available_threads", lambda threads=threads: threads)
+        results.append(model.forward(x, initial_state=initial, time_major=layout == "time-major"))
+    if rnncli.model._kernel is not None:
+        assert {len(s) for s in shares} == {1, 2, 7}
+        assert all(r.stop - r.start >= 4 and r.start % 4 == 0 for s in shares for r in s)
+    for result in results[1:]:
+        np.testing.assert_array_equal(result.sequence, results[0].sequence)
+        for mine, theirs in zip(result.state, results[0].state):
+            np.testing.assert_array_equal(mine, theirs)
+
+
+def test_small_jobs_stay_in_the_calling_thread(monkeypatch):
     used = []
     run_in_threads = rnncli.model._in_threads
     monkeypatch.setattr(rnncli.model, "_in_threads", lambda tasks: used.append(len(tasks)) or run_in_threads(tasks))
-    monkeypatch.setattr(rnncli.model, "projection_threads", lambda: 8)
+    monkeypatch.setattr(rnncli.model, "available_threads", lambda: 8)
     init_model(3, 8).forward(np.ones((10, 3), np.float32))
-    assert used == [1]
+    init_model(3, 8).forward(np.ones((7, 10, 3), np.float32))  # fewer than 2 * MIN_THREAD_ROWS batch rows
+    assert used and set(used) == {1}
 
 
 def test_an_error_in_a_projection_thread_reaches_the_caller():

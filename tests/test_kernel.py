@@ -293,6 +293,23 @@ def test_reverse_is_forward_on_flipped_time(name, dtype):
 
 
 @pytest.mark.parametrize("name", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("batch", "cut"), [(8, 4), (13, 4), (13, 8), (40, 20), (41, 36)])
+@pytest.mark.parametrize("hidden", [5, 33, 128])
+def test_rows_split_into_groups_of_four_or_more_keep_their_bits(name, dtype, batch, cut, hidden):
+    """What lets threads share a batch: a row's bits do not depend on the other rows of the call."""
+    buf, u, h = keras_problem(9, batch, hidden, dtype, seed=batch + cut)
+    whole, h_whole = buf.copy(), h.copy()
+    parts, h_parts = buf.copy(), h.copy()
+    with isa(name):
+        _kernel.recur(whole, u, h_whole, TANH, 0.0, 1.0, False)
+        _kernel.recur(parts[:, :cut], u, h_parts[:cut], TANH, 0.0, 1.0, False)
+        _kernel.recur(parts[:, cut:], u, h_parts[cut:], TANH, 0.0, 1.0, False)
+    np.testing.assert_array_equal(parts, whole)
+    np.testing.assert_array_equal(h_parts, h_whole)
+
+
+@pytest.mark.parametrize("name", ISAS)
 def test_splitting_the_sequence_carries_the_state(name):
     buf, u, h = keras_problem(12, 3, 33, np.float64, seed=9)
     whole, h_whole = buf.copy(), h.copy()
