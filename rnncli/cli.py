@@ -430,7 +430,6 @@ def run(input: str, **params: Any) -> None:
         check_state_file,
         load_option_array,
         load_state,
-        output_data,
         output_format,
         run_loaded,
         run_streamed,
@@ -501,7 +500,7 @@ def run(input: str, **params: Any) -> None:
         else:
             if loaded is None:
                 loaded = _read_input(input, params["from_"], params["key"], console)
-            run = run_loaded(
+            run_into = lambda fp: run_loaded(  # noqa: E731
                 built,
                 loaded,
                 settings,
@@ -509,14 +508,17 @@ def run(input: str, **params: Any) -> None:
                 lengths=lengths,
                 state_source=state_source,
                 lengths_source=lengths_source,
+                sink=fp,
+                out_fmt=out_fmt,
             )
             if preview:
-                for name, value in run.items.items():
-                    from .summary import render_preview
+                from .summary import render_preview
 
+                run = run_into(None)
+                for name, value in run.items.items():
                     render_preview(console, value, name)
-            else:
-                _write(output, lambda fp: write_array(fp, output_data(run.items, out_fmt), out_fmt), staged)
+            else:  # the output file is open before the run: an .npy sequence is computed straight into it
+                run = _write(output, run_into, staged)
         facts = run.facts
         facts.output.update(destination="terminal (preview)" if preview else "stdout" if output == "-" else output)
         facts.output["format"] = out_fmt
@@ -580,7 +582,8 @@ def _weights_settings(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _open_weights(path: str, params: dict[str, Any]) -> Any:
-    from .weights import SETTINGS, open_weights
+    from .model import SETTINGS
+    from .weights import open_weights
 
     settings = {name: params.pop(name) for name in SETTINGS}
     return open_weights(path, settings=settings, input_size=params.pop("input_size"))

@@ -6,6 +6,7 @@ Readers take paths or binary file objects and never unpickle. Every problem is r
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib
 import io
@@ -353,6 +354,52 @@ class NpyWriter:
             self._fp.seek(0, io.SEEK_END)
         elif self._written != self._rows:
             raise OutputError(f"wrote {self._written} rows but the .npy header promised {self._rows}")
+
+
+@contextmanager
+def npy_in_place(fp: BinaryIO, shape: tuple[int, ...], dtype: np.dtype) -> Iterator[np.ndarray | None]:
+    """An .npy of `shape` and `dtype` laid out in `fp`, its data yielded as a writable array mapped
+    onto the file, so that what is computed into the array is the file: no second buffer in memory
+    and no copy (the header is numpy's own, so the file is byte for byte what `write_array` writes).
+
+    The space is reserved first, so a full disk is an OSError here, never a crash on a page write;
+    the mapping is flushed when the block succeeds. Yields None where this cannot be done: `fp` is
+    not an empty regular file open for reading and writing, there is no data, or the platform or
+    filesystem cannot reserve space up front or map the file.
+    """
+    import mmap
+
+    dtype = np.dtype(dtype)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+    )
+    offset, count = len(header.getvalue()), math.prod(shape)
+    mapped = None
+    try:
+        fd = fp.fileno()
+        status = os.fstat(fd)
+        empty = stat.S_ISREG(status.st_mode) and status.st_size == 0 and fp.tell() == 0
+    except (AttributeError, OSError, ValueError):  # not a real file
+        empty = False
+    if empty and count and hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, 0, offset + count * dtype.itemsize)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENODEV):
+                raise  # a full disk or quota: the caller's write error
+        else:
+            try:
+                mapped = mmap.mmap(fd, offset + count * dtype.itemsize)
+            except (OSError, ValueError):  # a filesystem without mmap, a write-only descriptor
+                os.ftruncate(fd, 0)
+    if mapped is None:
+        yield None
+        return
+    mapped[:offset] = header.getvalue()
+    yield np.frombuffer(mapped, dtype, count, offset).reshape(shape)
+    mapped.flush()
+    fp.seek(0, io.SEEK_END)
 
 
 @functools.cache

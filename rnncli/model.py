@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -17,6 +17,8 @@ from .errors import ShapeError, UsageError, WeightsError
 
 DTYPES = ("float32", "float64")
 MERGES = ("concat", "sum", "mul", "ave")
+SETTINGS = ("activation", "merge", "reverse", "clip", "leak")
+"""Model settings besides the tensors: what a weights file may or may not record."""
 
 
 def _tanh(a: np.ndarray) -> None:
@@ -306,12 +308,15 @@ class RNN:
         initial_state: np.ndarray | Sequence[np.ndarray] | None = None,
         lengths: np.ndarray | None = None,
         time_major: bool = False,
+        out: np.ndarray | None = None,
     ) -> Output:
         """Run the model over `x`: (T, F) one sequence, (B, T, F) a batch, or (T, B, F) if `time_major`.
 
         `initial_state`: (layers*directions, [B,] H) or a list of (…, H) arrays (zeros if None).
         `lengths` (B,): valid timesteps per batch row; later steps output zeros and leave the
         state alone, and the backward direction starts at each row's last valid step.
+        `out`: a C-contiguous array of the output sequence's shape and dtype to compute it in (the
+        last layer works in it directly); the returned sequence is then `out`.
         """
         x = np.asarray(x)
         if x.ndim not in (2, 3):
@@ -329,34 +334,51 @@ class RNN:
         batch = sequence.shape[1 - time_axis]
         states = self._initial_states(initial_state, batch, single)
         lengths = self._check_lengths(lengths, batch, steps, single)
+        target = None
+        if out is not None:
+            self._check_out(out, (*x.shape[:-1], self.output_size))
+            target = out[None] if single else out
 
         finals = []
         for k, layer in enumerate(self.layers):
+            last = k == len(self.layers) - 1
             outputs = []
             for d, cell in enumerate(layer):
-                buffer = _project(sequence, cell, self.dtype, time_axis)
+                into = target if last and self.directions == 1 else None
+                buffer = _project(sequence, cell, self.dtype, time_axis, into)
                 h = states[k * self.directions + d]
                 by_step = buffer if time_axis == 0 else buffer.transpose(1, 0, 2)  # (T, B, H) view
                 _recur(by_step, cell.w_hh, h, self, reverse=self.reverse or d == 1, lengths=lengths)
                 outputs.append(buffer)
                 finals.append(h)
-            sequence = self._merge(outputs)
+            sequence = self._merge(outputs, target if last else None)
         final = self._merge(finals[-self.directions :])
         if single:
-            return Output(sequence[0], final[0], tuple(h[0] for h in finals))
+            return Output(sequence[0] if out is None else out, final[0], tuple(h[0] for h in finals))
         return Output(sequence, final, tuple(finals))
 
-    def _merge(self, parts: list[np.ndarray]) -> np.ndarray:
+    def _check_out(self, out: np.ndarray, shape: tuple[int, ...]) -> None:
+        if out.shape != shape or out.dtype != self.dtype or not out.flags.c_contiguous or not out.flags.writeable:
+            raise ShapeError(
+                f"out must be a writable C-contiguous {self.dtype} array of shape {shape}, got {out.dtype} {out.shape}"
+            )
+
+    def _merge(self, parts: list[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
         if len(parts) == 1:
+            if out is not None and parts[0] is not out:
+                out[...] = parts[0]
+                return out
             return parts[0]
         forward, backward = parts
         if self.merge == "concat":
-            return np.concatenate(parts, axis=-1)
+            return np.concatenate(parts, axis=-1, out=out)
         if self.merge == "sum":
-            return forward + backward
+            return np.add(forward, backward, out=out)
         if self.merge == "mul":
-            return forward * backward
-        return (forward + backward) * self.dtype.type(0.5)
+            return np.multiply(forward, backward, out=out)
+        merged = np.add(forward, backward, out=out)
+        merged *= self.dtype.type(0.5)
+        return merged
 
     def _initial_states(
         self, initial: np.ndarray | Sequence[np.ndarray] | None, batch: int, single: bool
@@ -461,6 +483,7 @@ class Stack:
         initial_state: np.ndarray | Sequence[np.ndarray] | None = None,
         lengths: np.ndarray | None = None,
         time_major: bool = False,
+        out: np.ndarray | None = None,
     ) -> Output:
         """As :meth:`RNN.forward`; parts marked in `keras_order` hand on their outputs flipped in time."""
         if lengths is not None and any(self.keras_order):
@@ -469,14 +492,47 @@ class Stack:
         time_axis = 0 if time_major or x.ndim == 2 else 1
         collected: list[np.ndarray] = []
         output = None
-        for part, flip in zip(self.parts, self.keras_order):
+        for k, (part, flip) in enumerate(zip(self.parts, self.keras_order)):
             count = len(part.cells())
             mine = None if states is None else states[:count]
             states = None if states is None else states[count:]
-            output = part.forward(x, initial_state=mine, lengths=lengths, time_major=time_major)
+            into = out if k == len(self.parts) - 1 and not flip else None
+            output = part.forward(x, initial_state=mine, lengths=lengths, time_major=time_major, out=into)
             x = np.flip(output.sequence, axis=time_axis) if flip else output.sequence
             collected.extend(output.state)
-        return Output(np.ascontiguousarray(x), output.final, tuple(collected))
+        if out is None:
+            x = np.ascontiguousarray(x)
+        elif x is not out:  # the last part hands on its outputs flipped: copied in
+            self.parts[-1]._check_out(out, x.shape)
+            out[...] = x
+            x = out
+        return Output(x, output.final, tuple(collected))
+
+
+def parts_of(model: RNN | Stack) -> list[tuple[RNN, bool]]:
+    """(RNN, keras_order) for every part: one for an RNN, each part of a Stack."""
+    if isinstance(model, Stack):
+        return list(zip(model.parts, model.keras_order))
+    return [(model, False)]
+
+
+def part_facts(model: RNN | Stack) -> list[dict[str, Any]]:
+    """The settings of every part of `model` (one for an RNN), JSON-ready: what differs between layers."""
+    return [
+        {
+            "layers": len(part.layers),
+            "units": list(part.units),
+            "directions": part.directions,
+            "activation": part.activation,
+            "merge": part.merge if part.directions == 2 else None,
+            "reverse": part.reverse,
+            "keras_order": flag,
+            "clip": part.clip,
+            "leak": part.leak,
+            "bias": part.has_bias,
+        }
+        for part, flag in parts_of(model)
+    ]
 
 
 BLOCK_STEPS = 1 << 15
@@ -485,8 +541,9 @@ BLOCK_STEPS = 1 << 15
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 """Thread limits honoured: BLAS reads them, and rnncli's own threads follow the first one set."""
 
-MIN_THREAD_WORK = 1 << 21
-"""Multiply-adds per thread (about 15 µs); below that a thread costs more than it saves."""
+MIN_THREAD_WORK = 1 << 24
+"""Multiply-adds per thread (0.1-0.3 ms of work): starting and joining a thread costs about 0.15 ms,
+so smaller jobs measured no faster or slower with threads (2026-12-01, 2 cores)."""
 
 MIN_THREAD_ROWS = 8
 """Batch rows per recurrence thread: the kernel runs 4 or more rows through one code path, whose
@@ -507,14 +564,16 @@ def available_threads() -> int:
     return cores
 
 
-def _project(sequence: np.ndarray, cell: Cell, dtype: np.dtype, time_axis: int) -> np.ndarray:
+def _project(
+    sequence: np.ndarray, cell: Cell, dtype: np.dtype, time_axis: int, into: np.ndarray | None = None
+) -> np.ndarray:
     """The input projection x W_ih^T + b, block by block, in `sequence`'s layout.
 
     Each row is projected on its own terms (the kernel's `project`, or einsum without the kernel),
     never by BLAS, whose result for a row depends on how many rows share the call: so a sequence
     run in pieces, streamed, continued from a saved state or split among threads gives the bits
-    of one whole run."""
-    buffer = np.empty((*sequence.shape[:2], cell.units), dtype)
+    of one whole run. `into`, if given, is the (C-contiguous) buffer to fill and return."""
+    buffer = np.empty((*sequence.shape[:2], cell.units), dtype) if into is None else into
     steps = sequence.shape[time_axis]
     weights = np.ascontiguousarray(cell.w_ih.T, dtype=dtype)
     bias = cell.bias()
@@ -613,11 +672,12 @@ def _row_ranges(batch: int, work: int) -> list[slice]:
 
 
 def _kernel_wins(batch: int, units: int) -> bool:
-    """Whether the compiled loop beats a BLAS product per step. Measured on whole forward passes of
-    batch-first batches (2026-11-30, AVX-512, 2 cores): the kernel is 0.5-0.9x numpy's time up to
-    H = 128 and B*H = 2**17 (even at B*H = 2**18), and up to H = 512 for B*H <= 2**15; beyond, the
-    recurrent matrix and the state leave the cache and multi-threaded BLAS wins (1.1-1.3x at H = 256)."""
-    return batch * units <= (1 << 17 if units <= 128 else 1 << 15) and units <= 512
+    """Whether the compiled loop beats a BLAS product per step. Measured on whole forward passes
+    (2026-12-01, AVX-512, 2 cores, float32): from 4 batch rows the kernel, its rows shared among
+    threads, took 0.45-0.83x numpy's time at every shape tried (H 128-2048, B*H up to 2**20; with one
+    thread each, 0.34-0.97x). Below 4 rows the matrix-vector work is bound by reading the recurrent
+    matrix, where two BLAS threads win from H = 768 (2.6x the kernel's speed for one sequence)."""
+    return batch >= 4 or units <= 512
 
 
 def _recur_numpy(

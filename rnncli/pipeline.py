@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
@@ -25,13 +26,14 @@ from .io import (
     iter_text_blocks,
     load_array,
     memory_budget,
+    npy_in_place,
     open_input,
     read_npy_header,
     read_npz,
     text_table_width,
     write_array,
 )
-from .model import ENGINE, RNN, Output, Stack, stack_state
+from .model import ENGINE, RNN, SETTINGS, Output, Stack, part_facts, stack_state
 
 SATURATION = 0.99
 _BOUNDED = {"tanh", "sigmoid", "hard_sigmoid", "softsign"}
@@ -184,8 +186,6 @@ def _shape_text(shape: Sequence[int | None]) -> str:
 
 def weights_settings(options: ModelOptions) -> dict[str, Any]:
     """The options that complete what a weights file does not record (activation, merge, …)."""
-    from .weights import SETTINGS
-
     return {name: getattr(options, name) for name in SETTINGS}
 
 
@@ -314,8 +314,6 @@ class RunFacts:
 
 
 def describe_model(built: BuiltModel) -> dict[str, Any]:
-    from .weights import part_facts
-
     model = built.model
     return {
         "layers": len(model.layers),
@@ -597,10 +595,14 @@ def run_loaded(
     *,
     state_source: str = "the initial state",
     lengths_source: str = "the lengths",
+    sink: BinaryIO | None = None,
+    out_fmt: str = "npy",
 ) -> RunResult:
     """Run a built model over a loaded array; returns the outputs asked for and the run's facts.
 
     `state_source` and `lengths_source` name where those came from (`--lengths l.csv`) in messages.
+    With a `sink`, the outputs are also written to it as `out_fmt`; an .npy sequence going to a
+    regular file is computed straight into the file's pages (see `npy_in_place`).
     """
     _check_settings(settings)
     x = as_sequences(loaded.array, loaded.source)
@@ -622,13 +624,18 @@ def run_loaded(
         check_lengths(lengths, lengths_source, batch, steps, loaded.source)
     check_working_memory(built.model, steps, batch, loaded.source)
     beyond = check_values(x, loaded.source, settings, built.model.dtype)
-    output, seconds = timed_forward(
-        built.model, x, initial_state=initial_state, lengths=lengths, time_major=settings.time_major
-    )
-    _refuse_nonfinite_output(output.sequence, settings, built, loaded.source)
+    in_place = sink is not None and out_fmt == "npy" and settings.return_mode == "sequence"
+    shape = (*x.shape[:-1], built.model.output_size)
+    with npy_in_place(sink, shape, built.model.dtype) if in_place else nullcontext() as out:
+        output, seconds = timed_forward(
+            built.model, x, initial_state=initial_state, lengths=lengths, time_major=settings.time_major, out=out
+        )
+        _refuse_nonfinite_output(output.sequence, settings, built, loaded.source)
     items = {"sequence": output.sequence, "final": output.final}
     if settings.return_mode != "both":
         items = {settings.return_mode: items[settings.return_mode]}
+    if sink is not None and out is None:
+        write_array(sink, output_data(items, out_fmt), out_fmt)
     steps = x.shape[0] if x.ndim == 2 else x.shape[0] * x.shape[1]
     _finish_facts(
         facts,
@@ -761,9 +768,8 @@ def run_to_file(
 ) -> RunFacts:
     """Run the model over a loaded array and write `destination` atomically; returns the run's facts."""
     out_fmt = output_format(destination, out_fmt, settings.return_mode)
-    run = run_loaded(built, loaded, settings)
     with atomic_output(destination) as fp:
-        write_array(fp, output_data(run.items, out_fmt), out_fmt)
+        run = run_loaded(built, loaded, settings, sink=fp, out_fmt=out_fmt)
     run.facts.output.update(destination=destination, format=out_fmt)
     return run.facts
 

@@ -30,13 +30,12 @@ import numpy as np
 from . import io as data_io
 from .errors import MissingExtraError, RnnCliError, UsageError, WeightsError
 from .io import PathOrFile, read_npz, write_array
-from .model import RNN, Cell, Stack
+from .model import RNN, SETTINGS, Cell, Stack, part_facts, parts_of
 
 Model = Union[RNN, Stack]
 
 METADATA_KEY = "__rnncli__"
 METADATA_VERSION = 3  # 1: one settings block; 2: adds "parts" (a Stack) and "return"; 3: adds "layout"
-SETTINGS = ("activation", "merge", "reverse", "clip", "leak")
 RETURN_MODES = ("sequence", "final")
 LAYOUTS = ("batch-first", "time-major")
 _NAME = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(_reverse)?$")
@@ -172,13 +171,6 @@ def to_state_dict(model: Model) -> dict[str, np.ndarray]:
 def settings_of(model: RNN) -> dict[str, Any]:
     """The settings that tensors alone cannot carry."""
     return {name: getattr(model, name) for name in SETTINGS}
-
-
-def parts_of(model: Model) -> list[tuple[RNN, bool]]:
-    """(RNN, keras_order) for every part: one for an RNN, each part of a Stack."""
-    if isinstance(model, Stack):
-        return list(zip(model.parts, model.keras_order))
-    return [(model, False)]
 
 
 def metadata_of(model: Model, return_mode: str | None = None, layout: str | None = None) -> dict[str, Any]:
@@ -733,25 +725,6 @@ def _write_format(model: Model, fp: BinaryIO, fmt: str, return_mode: str | None,
 
 
 # --- looking inside --------------------------------------------------------------------------------
-
-
-def part_facts(model: Model) -> list[dict[str, Any]]:
-    """The settings of every part of `model` (one for an RNN), JSON-ready: what differs between layers."""
-    return [
-        {
-            "layers": len(part.layers),
-            "units": list(part.units),
-            "directions": part.directions,
-            "activation": part.activation,
-            "merge": part.merge if part.directions == 2 else None,
-            "reverse": part.reverse,
-            "keras_order": flag,
-            "clip": part.clip,
-            "leak": part.leak,
-            "bias": part.has_bias,
-        }
-        for part, flag in parts_of(model)
-    ]
 
 
 def describe(loaded: LoadedWeights) -> dict[str, Any]:

@@ -28,8 +28,8 @@ import numpy as np
 from . import io as data_io
 from .errors import WeightsError
 from .io import archive_errors
-from .model import MERGES, Cell
-from .weights import Found, Model, Part, from_keras, parts_of, require, shown
+from .model import MERGES, Cell, parts_of
+from .weights import Found, Model, Part, from_keras, require, shown
 
 KERAS_ACTIVATIONS = ("tanh", "relu", "sigmoid", "hard_sigmoid", "linear", "softsign", "softplus", "elu")
 CONFIG_LIMIT = 64 << 20  # config.json is text; a bigger one is not a model rnncli can run

@@ -19,7 +19,8 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .errors import WeightsError
-from .weights import Found, Model, Part, from_onnx, parts_of, read_bounded, require, shown
+from .model import parts_of
+from .weights import Found, Model, Part, from_onnx, read_bounded, require, shown
 
 OPSET = 17
 IR_VERSION = 8  # what torch.onnx.export writes for opset 17; onnxruntime reads it

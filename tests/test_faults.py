@@ -74,6 +74,7 @@ def disk_fills_on(monkeypatch):
     """`disk_fills_on(name, room)`: the temporary file for output `name` fills after `room` bytes."""
     temporaries = {}
     real_create, real_fdopen = rnncli_io._create_temporary, os.fdopen
+    real_fallocate = getattr(os, "posix_fallocate", None)
 
     def create(*args, **kwargs):
         fd, path = real_create(*args, **kwargs)
@@ -85,8 +86,15 @@ def disk_fills_on(monkeypatch):
             raw = real_fdopen(fd, *args, **kwargs)
             return FullDisk(raw, room) if temporaries.get(fd, "").startswith(f".{name}.") else raw
 
+        def fallocate(fd, offset, length):  # how a full disk stops an .npy computed in place
+            if temporaries.get(fd, "").startswith(f".{name}.") and offset + length > room:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real_fallocate(fd, offset, length)
+
         monkeypatch.setattr(rnncli_io, "_create_temporary", create)
         monkeypatch.setattr(os, "fdopen", fdopen)
+        if real_fallocate is not None:
+            monkeypatch.setattr(os, "posix_fallocate", fallocate)
 
     return arm
 

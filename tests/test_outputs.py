@@ -6,6 +6,7 @@ Devices are made with mknod in a scratch directory (root only), never taken from
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
@@ -19,7 +20,7 @@ from click.testing import CliRunner
 
 from rnncli.cli import main
 from rnncli.errors import OutputError
-from rnncli.io import atomic_output, check_output_path, sync_output, write_array, writes_in_place
+from rnncli.io import atomic_output, check_output_path, npy_in_place, sync_output, write_array, writes_in_place
 
 PRECIOUS = b"precious bytes that must survive"
 ARRAY = np.arange(12.0).reshape(4, 3)
@@ -242,3 +243,89 @@ def test_a_failing_stdout_is_one_line(tmp_path, sample_npy, how, args):
         )
     assert proc.returncode == 1
     assert proc.stderr.decode() == f"rnncli: error: <stdout>: write failed ({reason}); the output is incomplete\n"
+
+
+# --- an .npy sequence computed straight into its file -------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (2, 5, 7), (1, 1), (3, 0, 2)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_an_npy_filled_in_place_is_byte_for_byte_what_write_array_writes(tmp_path, shape, dtype):
+    data = np.random.default_rng(len(shape)).normal(size=shape).astype(dtype)
+    with open(tmp_path / "mapped.npy", "w+b") as fp, npy_in_place(fp, shape, dtype) as out:
+        if out is not None:  # None only for no data at all
+            out[...] = data
+    if data.size:
+        assert out is not None
+    with open(tmp_path / "written.npy", "wb") as fp:
+        write_array(fp, data, "npy")
+    if out is not None:
+        assert (tmp_path / "mapped.npy").read_bytes() == (tmp_path / "written.npy").read_bytes()
+        np.testing.assert_array_equal(np.load(tmp_path / "mapped.npy"), data)
+
+
+def test_only_an_empty_regular_file_open_for_reading_and_writing_is_filled_in_place(tmp_path):
+    (tmp_path / "used.npy").write_bytes(b"x")
+    with open(tmp_path / "used.npy", "r+b") as fp, npy_in_place(fp, (2, 2), "float32") as out:
+        assert out is None  # not empty
+    with open(tmp_path / "w.npy", "wb") as fp, npy_in_place(fp, (2, 2), "float32") as out:
+        assert out is None  # write-only: cannot be mapped
+        assert os.path.getsize(tmp_path / "w.npy") == 0  # the space reserved for the mapping is given back
+    with npy_in_place(io.BytesIO(), (2, 2), "float32") as out:
+        assert out is None  # not a file
+    read, write = os.pipe()
+    with os.fdopen(write, "wb") as fp, npy_in_place(fp, (2, 2), "float32") as out:
+        assert out is None  # a pipe
+    os.close(read)
+
+
+def test_a_filesystem_that_cannot_reserve_space_gets_a_written_file(tmp_path, monkeypatch, sample_npy):
+    """Where posix_fallocate is not supported (or absent), the output is written as usual."""
+
+    def unsupported(fd, offset, length):
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
+    args = ["run", str(sample_npy), "--units", "8", "-q", "--reverse"]
+    assert CliRunner().invoke(main, [*args, "-o", str(tmp_path / "mapped.npy")]).exit_code == 0
+    monkeypatch.setattr(os, "posix_fallocate", unsupported, raising=False)
+    assert CliRunner().invoke(main, [*args, "-o", str(tmp_path / "written.npy")]).exit_code == 0
+    assert (tmp_path / "mapped.npy").read_bytes() == (tmp_path / "written.npy").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "model",
+    [["--units", "16"], ["--units", "8", "--bidirectional"], ["--units", "8,4", "--merge", "ave", "--bidirectional"]],
+)
+@pytest.mark.parametrize("layout", [[], ["--time-major"]])
+def test_run_computes_an_npy_sequence_into_its_file_with_the_bits_of_stdout(tmp_path, monkeypatch, model, layout):
+    import rnncli.pipeline
+
+    x = np.random.default_rng(3).normal(size=(6, 40, 5)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    mapped = []
+    real = rnncli.pipeline.npy_in_place
+
+    def spy(*args):
+        context = real(*args)
+        mapped.append(context)
+        return context
+
+    monkeypatch.setattr(rnncli.pipeline, "npy_in_place", spy)
+    args = ["run", str(tmp_path / "x.npy"), *model, *layout, "--seed", "3", "-q"]
+    to_file = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "y.npy")])
+    to_stdout = CliRunner().invoke(main, [*args, "-o", "-"])
+    assert to_file.exit_code == 0 and to_stdout.exit_code == 0, to_file.stderr + to_stdout.stderr
+    assert len(mapped) == 2  # asked for both; the file was mapped, stdout could not be
+    assert (tmp_path / "y.npy").read_bytes() == to_stdout.stdout_bytes
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+def test_an_error_after_the_run_leaves_no_part_file_and_the_old_output(tmp_path):
+    x = np.full((3, 20, 4), 3e38, np.float32)  # overflows to a non-finite output under --activation linear
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "y.npy").write_bytes(PRECIOUS)
+    args = ["run", str(tmp_path / "x.npy"), "--units", "8", "--activation", "linear", "--on-nan", "error", "-q"]
+    result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "y.npy")])
+    assert result.exit_code == 1, result.stderr
+    assert (tmp_path / "y.npy").read_bytes() == PRECIOUS
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy", "y.npy"]
