@@ -6,7 +6,8 @@
     python benchmarks/bench_run.py --only startup,memory
     python benchmarks/bench_run.py --only whole --workdir /dev/shm   # files in memory: no disk in the figures
 
-Every figure is the median of --repeats runs, interleaved so machine noise hits all contenders alike.
+Every figure is the median of --repeats runs, interleaved so machine noise hits all contenders alike, with
+an untimed `sync` before each run so that none pays for the disk writeback of the one before.
 Whole-process rows time `rnncli run x.npy --weights w.npz -o y.npy` against a short script doing the same
 job with the peer (load the .npy, build the model from the same weights, run, save the .npy).
 """
@@ -67,6 +68,8 @@ def median_times(commands: dict[str, list[str]], repeats: int, env: dict[str, st
     times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(repeats):
         for name, command in commands.items():
+            if hasattr(os, "sync"):
+                os.sync()  # untimed: no run pays for the previous run's disk writeback
             start = time.perf_counter()
             subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
             times[name].append(time.perf_counter() - start)

@@ -632,49 +632,60 @@ DEFINE_VTYPES(64)
         return 0;                                                             \
     }
 
-/* The projection in tiles of PR rows x C vectors of columns.  W is first
- * copied into zero-padded panels of C*L columns (F rows each), so every
- * load of W is a full vector; a panel stays in L1/L2 while all row tiles
- * pass over it. */
+/* The projection in tiles of PR rows x C vectors of columns.  For many
+ * rows W is first copied into zero-padded panels of C*L columns (F rows
+ * each), so every load of W is a full vector and a panel stays in L1/L2
+ * while all row tiles pass over it; for a few rows (a stream of single
+ * steps) the copy would cost more than the product, and W is read in place
+ * (the partial last vector of a row through vload).  Either way every
+ * element sees the same operations in the same order: the same bits. */
 #define DEFINE_PROJECT(SFX, T, VF)                                            \
-    INLINE int project_body_##SFX(const proj_t *p, const int C)               \
+    INLINE int project_body_##SFX(const proj_t *p, const int C,               \
+                                  const int packed)                           \
     {                                                                         \
         enum { L = sizeof(VF) / sizeof(T), PR = 4 };                          \
         const Py_ssize_t N = p->N, F = p->F, H = p->H, PW = C * L;            \
         const Py_ssize_t npanels = (H + PW - 1) / PW;                         \
         const T *x = (const T *)p->x, *W = (const T *)p->W;                   \
         const T *b = (const T *)p->b;                                         \
-        T *panels, *pad, *bias;                                               \
+        T *panels = NULL, *pad, *bias = NULL;                                 \
         Py_ssize_t q, n0, f, k;                                               \
         int r, c;                                                             \
         if (N == 0 || H == 0) {                                               \
             return 0;                                                         \
         }                                                                     \
-        panels = (T *)scratch_alloc((size_t)(npanels * PW * (F + 1) + 1) *    \
-                                    sizeof(T));                               \
-        pad = (T *)scratch_alloc((size_t)(PR * F + 1) * sizeof(T));           \
-        if (panels == NULL || pad == NULL) {                                  \
-            scratch_free(panels);                                             \
-            scratch_free(pad);                                                \
-            return -1;                                                        \
-        }                                                                     \
-        for (q = 0; q < npanels; q++) {                                       \
-            for (f = 0; f < F; f++) {                                         \
-                for (k = 0; k < PW; k++) {                                    \
-                    const Py_ssize_t col = q * PW + k;                        \
-                    panels[(q * F + f) * PW + k] =                            \
-                        col < H ? W[f * H + col] : (T)0;                      \
-                }                                                             \
+        if (packed) {                                                         \
+            panels = (T *)scratch_alloc(                                      \
+                (size_t)(npanels * PW * (F + 1) + 1) * sizeof(T));            \
+            if (panels == NULL) {                                             \
+                return -1;                                                    \
             }                                                                 \
         }                                                                     \
-        bias = panels + npanels * PW * F; /* zero-padded like the panels */   \
-        for (k = 0; k < npanels * PW; k++) {                                  \
-            bias[k] = b != NULL && k < H ? b[k] : (T)0;                       \
+        pad = (T *)scratch_alloc((size_t)(PR * F + 1) * sizeof(T));           \
+        if (pad == NULL) {                                                    \
+            scratch_free(panels);                                             \
+            return -1;                                                        \
         }                                                                     \
-        memset(pad, 0, (size_t)(PR * F) * sizeof(T));                        \
+        if (packed) {                                                         \
+            for (q = 0; q < npanels; q++) {                                   \
+                for (f = 0; f < F; f++) {                                     \
+                    for (k = 0; k < PW; k++) {                                \
+                        const Py_ssize_t col = q * PW + k;                    \
+                        panels[(q * F + f) * PW + k] =                        \
+                            col < H ? W[f * H + col] : (T)0;                  \
+                    }                                                         \
+                }                                                             \
+            }                                                                 \
+            bias = panels + npanels * PW * F; /* zero-padded too */           \
+            for (k = 0; k < npanels * PW; k++) {                              \
+                bias[k] = b != NULL && k < H ? b[k] : (T)0;                   \
+            }                                                                 \
+        }                                                                     \
+        memset(pad, 0, (size_t)(PR * F) * sizeof(T));                         \
         for (q = 0; q < npanels; q++) {                                       \
-            const T *panel = panels + q * F * PW;                             \
+            const T *panel = packed ? panels + q * F * PW : W + q * PW;       \
             const Py_ssize_t cols = H - q * PW < PW ? H - q * PW : PW;        \
+            const Py_ssize_t wstride = packed ? PW : H;                       \
             for (n0 = 0; n0 < N; n0 += PR) {                                  \
                 const int rows = N - n0 < PR ? (int)(N - n0) : PR;            \
                 const T *xr[PR];                                              \
@@ -697,7 +708,14 @@ DEFINE_VTYPES(64)
                     VF w[4];                                                  \
                     RNN_UNROLL for (c = 0; c < C; c++)                        \
                     {                                                         \
-                        memcpy(&w[c], panel + f * PW + c * L, sizeof(VF));    \
+                        if (packed) {                                         \
+                            memcpy(&w[c], panel + f * wstride + c * L,        \
+                                   sizeof(VF));                               \
+                        }                                                     \
+                        else {                                                \
+                            vload_##SFX(&w[c], panel + f * wstride + c * L,   \
+                                        cols - c * L);                        \
+                        }                                                     \
                     }                                                         \
                     RNN_UNROLL for (r = 0; r < PR; r++)                       \
                     {                                                         \
@@ -712,7 +730,13 @@ DEFINE_VTYPES(64)
                     RNN_UNROLL for (c = 0; c < C; c++)                        \
                     {                                                         \
                         VF bv;                                                \
-                        memcpy(&bv, bias + q * PW + c * L, sizeof(VF));       \
+                        if (packed) {                                         \
+                            memcpy(&bv, bias + q * PW + c * L, sizeof(VF));   \
+                        }                                                     \
+                        else {                                                \
+                            vload_##SFX(&bv, b + q * PW + c * L,              \
+                                        cols - c * L);                        \
+                        }                                                     \
                         RNN_UNROLL for (r = 0; r < PR; r++)                   \
                         {                                                     \
                             acc[r][c] += bv;                                  \
@@ -754,6 +778,12 @@ DEFINE_VTYPES(64)
     DEFINE_DRIVER(f64v##N, double, f64v##N)                                   \
     DEFINE_PROJECT(f64v##N, double, f64v##N)
 
+/* Rows from which the projection copies W into panels first (measured:
+ * below it the copy costs more than it saves). */
+#define PROJECT_PACK_ROWS 24
+
+static int packs_panels(const proj_t *p) { return p->N > PROJECT_PACK_ROWS; }
+
 /* Entry points per ISA.  N: vector bytes.  Tiles: RB x CTN vectors when
  * B >= RB (CTN <= 4), else 1 x CT1 per row with the j range split KS1
  * ways (KS1 <= 2); chosen so the accumulators and loaded U vectors fit the
@@ -773,11 +803,13 @@ DEFINE_VTYPES(64)
     }                                                                         \
     ATTR static int project_##NAME##_f32(const proj_t *p)                     \
     {                                                                         \
-        return project_body_f32v##N(p, PC);                                   \
+        return packs_panels(p) ? project_body_f32v##N(p, PC, 1)               \
+                               : project_body_f32v##N(p, PC, 0);              \
     }                                                                         \
     ATTR static int project_##NAME##_f64(const proj_t *p)                     \
     {                                                                         \
-        return project_body_f64v##N(p, PC);                                   \
+        return packs_panels(p) ? project_body_f64v##N(p, PC, 1)               \
+                               : project_body_f64v##N(p, PC, 0);              \
     }
 
 DEFINE_F32(16)

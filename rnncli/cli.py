@@ -420,6 +420,11 @@ def run(input: str, **params: Any) -> None:
       rnncli run more.npy --weights w.npz --show -o out.npy
       rnncli run data.npy --weights model.keras -o out.npy     # also .safetensors, .pt, .onnx
       tail -f sensor.csv | rnncli run - --stream --weights w.npz | consumer
+
+    \b
+    Environment:
+      OMP_NUM_THREADS=N   at most N threads (default: the CPUs this process may use)
+      RNNCLI_ENGINE=numpy the pure-numpy engine instead of the compiled one
     """
 
     from .io import as_sequences, write_array, writes_in_place

@@ -187,7 +187,7 @@ class RNN:
     """
 
     # a plain slotted class, not a dataclass: building one of those costs ~0.6 ms of start-up
-    __slots__ = ("activation", "clip", "dtype", "layers", "leak", "merge", "reverse")
+    __slots__ = ("_projections", "activation", "clip", "dtype", "layers", "leak", "merge", "reverse")
 
     def __init__(
         self,
@@ -201,6 +201,7 @@ class RNN:
         self.layers, self.activation, self.merge = layers, activation, merge
         self.reverse, self.clip, self.leak = reverse, clip, leak
         self.dtype = self._validate()
+        self._projections: list[tuple[np.ndarray, np.ndarray | None]] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -249,6 +250,16 @@ class RNN:
         if len(biases) != 1:
             raise WeightsError("some layers have biases and others not; give biases everywhere or nowhere")
         return np.dtype(dtypes.pop())
+
+    def _projection_weights(self) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Per cell, W_ih transposed (F, H) and the summed bias, contiguous: made on the first forward
+        pass and kept (the tensors never change), so a stream of one-row runs does not copy them each time."""
+        if self._projections is None:
+            self._projections = [
+                (np.ascontiguousarray(cell.w_ih.T), None if cell.b_ih is None else np.ascontiguousarray(cell.bias()))
+                for cell in self.cells()
+            ]
+        return self._projections
 
     def _merged_size(self, units: int) -> int:
         return 2 * units if self.directions == 2 and self.merge == "concat" else units
@@ -340,12 +351,14 @@ class RNN:
             target = out[None] if single else out
 
         finals = []
+        projections = self._projection_weights()
         for k, layer in enumerate(self.layers):
             last = k == len(self.layers) - 1
             outputs = []
             for d, cell in enumerate(layer):
                 into = target if last and self.directions == 1 else None
-                buffer = _project(sequence, cell, self.dtype, time_axis, into)
+                weights, bias = projections[k * self.directions + d]
+                buffer = _project(sequence, weights, bias, time_axis, into)
                 h = states[k * self.directions + d]
                 by_step = buffer if time_axis == 0 else buffer.transpose(1, 0, 2)  # (T, B, H) view
                 _recur(by_step, cell.w_hh, h, self, reverse=self.reverse or d == 1, lengths=lengths)
@@ -565,25 +578,23 @@ def available_threads() -> int:
 
 
 def _project(
-    sequence: np.ndarray, cell: Cell, dtype: np.dtype, time_axis: int, into: np.ndarray | None = None
+    sequence: np.ndarray, weights: np.ndarray, bias: np.ndarray | None, time_axis: int, into: np.ndarray | None = None
 ) -> np.ndarray:
-    """The input projection x W_ih^T + b, block by block, in `sequence`'s layout.
+    """The input projection x W_ih^T + b, block by block, in `sequence`'s layout (`weights` is W_ih^T).
 
     Each row is projected on its own terms (the kernel's `project`, or einsum without the kernel),
     never by BLAS, whose result for a row depends on how many rows share the call: so a sequence
     run in pieces, streamed, continued from a saved state or split among threads gives the bits
     of one whole run. `into`, if given, is the (C-contiguous) buffer to fill and return."""
-    buffer = np.empty((*sequence.shape[:2], cell.units), dtype) if into is None else into
+    units, dtype = weights.shape[1], weights.dtype
+    buffer = np.empty((*sequence.shape[:2], units), dtype) if into is None else into
     steps = sequence.shape[time_axis]
-    weights = np.ascontiguousarray(cell.w_ih.T, dtype=dtype)
-    bias = cell.bias()
-    bias = None if bias is None else np.ascontiguousarray(bias, dtype=dtype)
     for start in range(0, steps, BLOCK_STEPS):
         window = (slice(None),) * time_axis + (slice(start, min(start + BLOCK_STEPS, steps)),)
         block = np.ascontiguousarray(sequence[window], dtype=dtype)
         out = buffer[window]
         if out.flags.c_contiguous:
-            pieces = [(block.reshape(-1, block.shape[-1]), out.reshape(-1, cell.units))]
+            pieces = [(block.reshape(-1, block.shape[-1]), out.reshape(-1, units))]
         else:  # a block of a long batch-first buffer: one piece per sequence
             pieces = list(zip(block, out))
         _project_pieces(pieces, weights, bias)
@@ -593,7 +604,8 @@ def _project(
 def _project_pieces(pieces: list[tuple[np.ndarray, np.ndarray]], weights: np.ndarray, bias: np.ndarray | None) -> None:
     """out = rows @ weights + bias for each (rows, out) piece, the rows shared evenly among threads."""
     total = sum(len(rows) for rows, _ in pieces)
-    threads = max(1, min(available_threads(), total * weights.size // MIN_THREAD_WORK))
+    threads = total * weights.size // MIN_THREAD_WORK
+    threads = max(1, min(available_threads(), threads) if threads > 1 else threads)
     edges = [total * k // threads for k in range(threads + 1)]
     shares: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(threads)]
     offset = 0
@@ -666,7 +678,8 @@ def _recur(
 def _row_ranges(batch: int, work: int) -> list[slice]:
     """Batch rows shared among threads for the whole recurrence (rows never depend on each other, so
     threads never wait): at least MIN_THREAD_ROWS rows each, starting on multiples of 4."""
-    threads = max(1, min(available_threads(), batch // MIN_THREAD_ROWS, work // MIN_THREAD_WORK))
+    threads = min(batch // MIN_THREAD_ROWS, work // MIN_THREAD_WORK)
+    threads = max(1, min(available_threads(), threads) if threads > 1 else threads)
     edges = [batch * k // threads // 4 * 4 for k in range(threads)] + [batch]
     return [slice(start, stop) for start, stop in zip(edges, edges[1:])]
 

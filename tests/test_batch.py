@@ -401,3 +401,24 @@ def test_the_report_gives_the_shape_of_a_file_that_failed_on_it(data):
     assert failed["input"] == "data/wide.npy" and failed["input_shape"] == [20, 4]
     assert "the model takes 3 input features but the data has 4" in failed["error"]
     assert failed["error"].endswith("(W_ih is (64, 3), data/wide.npy is (20, 4))")
+
+
+def test_workers_run_one_thread_each_unless_told_otherwise(monkeypatch):
+    """Processes started for a batch get one BLAS thread and one rnncli thread; a user's setting stands."""
+    import subprocess
+    import sys
+
+    from rnncli.batch import _blas_threads_for_children
+    from rnncli.model import THREAD_VARIABLES
+
+    probe = [sys.executable, "-c", "from rnncli.model import available_threads; print(available_threads())"]
+    for name in THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with _blas_threads_for_children(1):
+        assert subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip() == "1"
+    assert not any(name in os.environ for name in THREAD_VARIABLES)  # the parent's environment is restored
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    with _blas_threads_for_children(1):
+        threads = subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert threads == str(min(2, cores))

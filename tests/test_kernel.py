@@ -423,12 +423,13 @@ def test_project_takes_strided_rows(name):
 @pytest.mark.parametrize("name", ISAS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(("features", "hidden"), [(1, 1), (3, 17), (32, 64), (32, 128), (7, 129)])
-def test_project_adds_the_bias_last_with_the_bits_of_a_second_pass(name, dtype, features, hidden):
+@pytest.mark.parametrize("rows", [3, 23, 61])  # W read in place below 25 rows, packed into panels from 25
+def test_project_adds_the_bias_last_with_the_bits_of_a_second_pass(name, dtype, features, hidden, rows):
     rng = np.random.default_rng(features + hidden)
-    x = rng.standard_normal((23, features)).astype(dtype)
+    x = rng.standard_normal((rows, features)).astype(dtype)
     w = rng.standard_normal((features, hidden)).astype(dtype)
     bias = rng.standard_normal(hidden).astype(dtype)
-    fused, two_passes = np.empty((23, hidden), dtype), np.empty((23, hidden), dtype)
+    fused, two_passes = np.empty((rows, hidden), dtype), np.empty((rows, hidden), dtype)
     with isa(name):
         _kernel.project(x, w, fused, bias)
         _kernel.project(x, w, two_passes, None)
