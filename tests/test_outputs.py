@@ -285,6 +285,9 @@ def test_a_filesystem_that_cannot_reserve_space_gets_a_written_file(tmp_path, mo
     def unsupported(fd, offset, length):
         raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
 
+    import rnncli.pipeline
+
+    monkeypatch.setattr(rnncli.pipeline, "IN_PLACE_MIN_BYTES", 0)
     args = ["run", str(sample_npy), "--units", "8", "-q", "--reverse"]
     assert CliRunner().invoke(main, [*args, "-o", str(tmp_path / "mapped.npy")]).exit_code == 0
     monkeypatch.setattr(os, "posix_fallocate", unsupported, raising=False)
@@ -311,6 +314,7 @@ def test_run_computes_an_npy_sequence_into_its_file_with_the_bits_of_stdout(tmp_
         return context
 
     monkeypatch.setattr(rnncli.pipeline, "npy_in_place", spy)
+    monkeypatch.setattr(rnncli.pipeline, "IN_PLACE_MIN_BYTES", 0)  # small outputs are written otherwise
     args = ["run", str(tmp_path / "x.npy"), *model, *layout, "--seed", "3", "-q"]
     to_file = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "y.npy")])
     to_stdout = CliRunner().invoke(main, [*args, "-o", "-"])
@@ -320,7 +324,11 @@ def test_run_computes_an_npy_sequence_into_its_file_with_the_bits_of_stdout(tmp_
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
 
 
-def test_an_error_after_the_run_leaves_no_part_file_and_the_old_output(tmp_path):
+@pytest.mark.parametrize("smallest_mapped", [0, 1 << 60], ids=["mapped", "written"])
+def test_an_error_after_the_run_leaves_no_part_file_and_the_old_output(tmp_path, monkeypatch, smallest_mapped):
+    import rnncli.pipeline
+
+    monkeypatch.setattr(rnncli.pipeline, "IN_PLACE_MIN_BYTES", smallest_mapped)
     x = np.full((3, 20, 4), 3e38, np.float32)  # overflows to a non-finite output under --activation linear
     np.save(tmp_path / "x.npy", x)
     (tmp_path / "y.npy").write_bytes(PRECIOUS)
