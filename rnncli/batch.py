@@ -364,10 +364,9 @@ def run_batch(
 
 
 # The local pool, also for one worker. Workers are spawned, not forked (a forked BLAS thread pool
-# can deadlock), with one BLAS thread and one projection thread each (both follow the variables
-# set below): the model's many small per-step products gain nothing from more, and N workers then
-# keep N cores busy instead of oversubscribing them (measured in benchmarks/bench_batch.py; several
-# times slower on a busy machine otherwise). The parent forwards
+# can deadlock), with one thread each, BLAS's and rnncli's (both follow the variables set below):
+# N workers then keep N cores busy instead of oversubscribing them (measured in
+# benchmarks/bench_batch.py; several times slower on a busy machine otherwise). The parent forwards
 # an interrupt as SIGTERM; a worker then abandons its file (atomic_output removes the temporary
 # output) and hands back the rest of its queue unrun.
 
@@ -402,8 +401,8 @@ def _run_in_worker(job: Job) -> FileRecord:
 
 @contextmanager
 def _blas_threads_for_children(threads: int) -> Iterator[None]:
-    """Processes started in this block get `threads` BLAS and projection threads, unless the user set
-    the variables."""
+    """Processes started in this block get `threads` BLAS and rnncli threads, unless the user set the
+    variables."""
     unset = [name for name in THREAD_VARIABLES if name not in os.environ]
     os.environ.update({name: str(threads) for name in unset})
     try:

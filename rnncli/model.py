@@ -348,6 +348,8 @@ class RNN:
         target = None
         if out is not None:
             self._check_out(out, (*x.shape[:-1], self.output_size))
+            if np.may_share_memory(out, x):
+                raise ShapeError("out must not overlap the input: the first layer reads x while the last writes out")
             target = out[None] if single else out
 
         finals = []

@@ -330,3 +330,18 @@ def test_compiled_and_numpy_engines_agree(batch, shape, seed, dtype, activation,
     finally:
         model_module._kernel = kernel
     np.testing.assert_allclose(compiled, numpy_only, rtol=0, atol=1e-5 if dtype == "float32" else 1e-12)
+
+
+def test_forward_into_a_given_array_equals_a_fresh_one_and_refuses_misfits():
+    x = np.random.default_rng(2).normal(size=(3, 9, 5)).astype(np.float32)
+    model = init_model(5, 5, layers=2, bidirectional=True, merge="sum", seed=2)
+    out = np.full((3, 9, 5), np.nan, np.float32)
+    result = model.forward(x, out=out)
+    assert result.sequence is out
+    np.testing.assert_array_equal(out, model.forward(x).sequence)
+    transposed = np.empty((3, 5, 9), np.float32).transpose(0, 2, 1)
+    for wrong in (np.empty((3, 9, 4), np.float32), np.empty((3, 9, 5)), transposed):
+        with pytest.raises(ShapeError, match="out must be a writable C-contiguous float32 array"):
+            model.forward(x, out=wrong)
+    with pytest.raises(ShapeError, match="must not overlap the input"):
+        model.forward(x, out=x)
