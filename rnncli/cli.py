@@ -515,6 +515,7 @@ def run(input: str, **params: Any) -> None:
                 lengths_source=lengths_source,
                 sink=fp,
                 out_fmt=out_fmt,
+                sink_is_temporary=output != "-" and not writes_in_place(output),
             )
             if preview:
                 from .summary import render_preview

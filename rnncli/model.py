@@ -201,7 +201,7 @@ class RNN:
         self.layers, self.activation, self.merge = layers, activation, merge
         self.reverse, self.clip, self.leak = reverse, clip, leak
         self.dtype = self._validate()
-        self._projections: list[tuple[np.ndarray, np.ndarray | None]] | None = None
+        self._projections: tuple[object, list[tuple[np.ndarray, np.ndarray | None]]] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -253,13 +253,15 @@ class RNN:
 
     def _projection_weights(self) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """Per cell, W_ih transposed (F, H) and the summed bias, contiguous: made on the first forward
-        pass and kept (the tensors never change), so a stream of one-row runs does not copy them each time."""
-        if self._projections is None:
-            self._projections = [
+        pass and kept for these `layers`, so a stream of one-row runs does not copy them each time
+        (tensors changed in place are not seen: the class is a container not changed after construction)."""
+        if self._projections is None or self._projections[0] is not self.layers:
+            made = [
                 (np.ascontiguousarray(cell.w_ih.T), None if cell.b_ih is None else np.ascontiguousarray(cell.bias()))
                 for cell in self.cells()
             ]
-        return self._projections
+            self._projections = (self.layers, made)
+        return self._projections[1]
 
     def _merged_size(self, units: int) -> int:
         return 2 * units if self.directions == 2 and self.merge == "concat" else units
@@ -311,7 +313,8 @@ class RNN:
     def working_bytes(self, timesteps: int, batch: int) -> int:
         """Memory a forward pass over (batch, timesteps) needs, roughly, in bytes."""
         per_step = self.input_size + sum(2 * self.directions * h for h in self.units) + self.output_size
-        return timesteps * batch * per_step * self.dtype.itemsize
+        packed = available_threads() * max(self.units) ** 2  # the kernel's copy of W_hh^T in each thread
+        return (timesteps * batch * per_step + packed) * self.dtype.itemsize
 
     def forward(
         self,
@@ -560,6 +563,9 @@ MIN_THREAD_WORK = 1 << 24
 """Multiply-adds per thread (0.1-0.3 ms of work): starting and joining a thread costs about 0.15 ms,
 so smaller jobs measured no faster or slower with threads (2026-12-01, 2 cores)."""
 
+RECURRENCE_CHUNK_WORK = 1 << 28
+"""Multiply-adds per call of the compiled recurrence (5-30 ms): the longest wait for Ctrl-C."""
+
 MIN_THREAD_ROWS = 8
 """Batch rows per recurrence thread: the kernel runs 4 or more rows through one code path, whose
 bits do not depend on where a row sits, so a batch split among threads gives the bits of one."""
@@ -617,11 +623,15 @@ def _project_pieces(pieces: list[tuple[np.ndarray, np.ndarray]], weights: np.nda
             if start < stop:
                 share.append((rows[start:stop], out[start:stop]))
         offset += len(rows)
-    _in_threads([lambda share=share: _project_share(share, weights, bias) for share in shares])
+    _in_threads([lambda stop, share=share: _project_share(share, weights, bias, stop) for share in shares])
 
 
-def _project_share(share: list[tuple[np.ndarray, np.ndarray]], weights: np.ndarray, bias: np.ndarray | None) -> None:
+def _project_share(
+    share: list[tuple[np.ndarray, np.ndarray]], weights: np.ndarray, bias: np.ndarray | None, stop: list[bool]
+) -> None:
     for rows, out in share:
+        if stop[0]:
+            return
         if _kernel is not None:
             _kernel.project(rows, weights, out, bias)
         else:
@@ -630,30 +640,41 @@ def _project_share(share: list[tuple[np.ndarray, np.ndarray]], weights: np.ndarr
                 out += bias
 
 
-def _in_threads(tasks: list[Callable[[], None]]) -> None:
-    """Run the tasks at once, the first in the calling thread (the work releases the GIL); re-raise
-    the first error."""
+def _in_threads(tasks: list[Callable[[list[bool]], None]]) -> None:
+    """Run the tasks at once, the first in the calling thread (the work releases the GIL), and return
+    only when all have ended. Each task gets a flag, `stop[0]`, that turns true when another failed or
+    the caller was interrupted: it checks it between chunks of work. Re-raises the first error (an
+    interrupt of the caller first)."""
+    stop = [False]
     if len(tasks) == 1:
-        tasks[0]()
+        tasks[0](stop)
         return
     import threading
 
     errors: list[BaseException] = []
 
-    def guarded(task: Callable[[], None]) -> None:
+    def guarded(task: Callable[[list[bool]], None]) -> None:
         try:
-            task()
+            task(stop)
         except BaseException as error:  # handed to the calling thread
             errors.append(error)
+            stop[0] = True
 
     helpers = [threading.Thread(target=guarded, args=(task,), daemon=True) for task in tasks[1:]]
-    for helper in helpers:
-        helper.start()
     try:
-        tasks[0]()
-    finally:
         for helper in helpers:
-            helper.join()
+            helper.start()
+        tasks[0](stop)
+    except BaseException as error:
+        errors.insert(0, error)
+        stop[0] = True
+    for helper in helpers:  # nothing may still write into the caller's arrays once this returns
+        while helper.is_alive():
+            try:
+                helper.join()
+            except BaseException as error:  # an interrupt while waiting: stop the others, then raise it
+                errors.insert(0, error)
+                stop[0] = True
     if errors:
         raise errors[0]
 
@@ -666,23 +687,31 @@ def _recur(
     batch, units = by_step.shape[1:]
     if _kernel is not None and code is not None and lengths is None and _kernel_wins(batch, units):
         # in place, also on a batch-first buffer (the kernel takes any strides between rows)
-        clip, leak = model.clip or 0.0, model.leak
-        _in_threads(
-            [
-                lambda rows=rows: _kernel.recur(by_step[:, rows], w_hh, h[rows], code, clip, leak, reverse)
-                for rows in _row_ranges(batch, by_step.shape[0] * batch * units * units)
-            ]
-        )
+        clip, leak, steps = model.clip or 0.0, model.leak, by_step.shape[0]
+
+        def rows_through_time(rows: slice, stop: list[bool]) -> None:
+            # in chunks of steps, the state carried in h (the same bits as one call), so that an
+            # interrupt or another thread's failure is seen within a fraction of a second
+            chunk = max(1, RECURRENCE_CHUNK_WORK // ((rows.stop - rows.start) * units * units))
+            starts = range(0, steps, chunk)
+            for start in reversed(starts) if reverse else starts:
+                if stop[0]:
+                    return
+                window = by_step[start : start + chunk, rows]
+                _kernel.recur(window, w_hh, h[rows], code, clip, leak, reverse)
+
+        work = steps * batch * units * units
+        _in_threads([lambda stop, rows=rows: rows_through_time(rows, stop) for rows in _row_ranges(batch, work)])
         return
     _recur_numpy(by_step, w_hh, h, ACTIVATIONS[model.activation], model.clip, model.leak, reverse, lengths)
 
 
 def _row_ranges(batch: int, work: int) -> list[slice]:
     """Batch rows shared among threads for the whole recurrence (rows never depend on each other, so
-    threads never wait): at least MIN_THREAD_ROWS rows each, starting on multiples of 4."""
+    threads never wait): at least MIN_THREAD_ROWS rows each (less up to 2), starting on multiples of 4."""
     threads = min(batch // MIN_THREAD_ROWS, work // MIN_THREAD_WORK)
     threads = max(1, min(available_threads(), threads) if threads > 1 else threads)
-    edges = [batch * k // threads // 4 * 4 for k in range(threads)] + [batch]
+    edges = [(batch * k // threads + 2) // 4 * 4 for k in range(threads)] + [batch]
     return [slice(start, stop) for start, stop in zip(edges, edges[1:])]
 
 

@@ -33,6 +33,7 @@ from .io import (
     read_npz,
     text_table_width,
     write_array,
+    writes_in_place,
 )
 from .model import ENGINE, RNN, SETTINGS, Output, Stack, part_facts, stack_state
 
@@ -604,12 +605,14 @@ def run_loaded(
     lengths_source: str = "the lengths",
     sink: BinaryIO | None = None,
     out_fmt: str = "npy",
+    sink_is_temporary: bool = False,
 ) -> RunResult:
     """Run a built model over a loaded array; returns the outputs asked for and the run's facts.
 
     `state_source` and `lengths_source` name where those came from (`--lengths l.csv`) in messages.
-    With a `sink`, the outputs are also written to it as `out_fmt`; an .npy sequence going to a
-    regular file is computed straight into the file's pages (see `npy_in_place`).
+    With a `sink`, the outputs are also written to it as `out_fmt`. If the sink is a temporary file
+    that a failure removes (`atomic_output`'s), a large .npy sequence is computed straight into it
+    (`npy_in_place`); anything else sees no byte before the run has succeeded.
     """
     _check_settings(settings)
     x = as_sequences(loaded.array, loaded.source)
@@ -632,7 +635,7 @@ def run_loaded(
     check_working_memory(built.model, steps, batch, loaded.source)
     beyond = check_values(x, loaded.source, settings, built.model.dtype)
     shape = (*x.shape[:-1], built.model.output_size)
-    in_place = sink is not None and out_fmt == "npy" and settings.return_mode == "sequence"
+    in_place = sink_is_temporary and sink is not None and out_fmt == "npy" and settings.return_mode == "sequence"
     in_place = in_place and math.prod(shape) * built.model.dtype.itemsize >= IN_PLACE_MIN_BYTES
     with npy_in_place(sink, shape, built.model.dtype) if in_place else nullcontext() as out:
         output, seconds = timed_forward(
@@ -777,7 +780,9 @@ def run_to_file(
     """Run the model over a loaded array and write `destination` atomically; returns the run's facts."""
     out_fmt = output_format(destination, out_fmt, settings.return_mode)
     with atomic_output(destination) as fp:
-        run = run_loaded(built, loaded, settings, sink=fp, out_fmt=out_fmt)
+        run = run_loaded(
+            built, loaded, settings, sink=fp, out_fmt=out_fmt, sink_is_temporary=not writes_in_place(destination)
+        )
     run.facts.output.update(destination=destination, format=out_fmt)
     return run.facts
 

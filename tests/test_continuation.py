@@ -158,12 +158,60 @@ def test_small_jobs_stay_in_the_calling_thread(monkeypatch):
     assert used and set(used) == {1}
 
 
-def test_an_error_in_a_projection_thread_reaches_the_caller():
+def test_an_error_in_a_thread_reaches_the_caller_after_every_thread_has_ended():
     ran = []
 
-    def fails():
+    def fails(stop):
         raise MemoryError("no scratch memory")
 
     with pytest.raises(MemoryError, match="no scratch memory"):
-        rnncli.model._in_threads([lambda: ran.append("caller"), fails, lambda: ran.append("third")])
-    assert sorted(ran) == ["caller", "third"]  # every thread finished before the error was raised
+        rnncli.model._in_threads([lambda stop: ran.append("caller"), fails, lambda stop: ran.append("third")])
+    assert sorted(ran) == ["caller", "third"]
+
+
+def test_chunks_of_the_recurrence_give_the_bits_of_one_call(engine, monkeypatch):
+    x = np.random.default_rng(6).normal(size=(40, 30, 8)).astype(np.float32)
+    for model in (init_model(8, 16, seed=6), init_model(8, 16, seed=6, bidirectional=True, layers=2)):
+        whole = model.forward(x)
+        monkeypatch.setattr(rnncli.model, "RECURRENCE_CHUNK_WORK", 40 * 16 * 16 * 7)  # 7 steps per call
+        chunked = model.forward(x)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(chunked.sequence, whole.sequence)
+        for mine, theirs in zip(chunked.state, whole.state):
+            np.testing.assert_array_equal(mine, theirs)
+
+
+@pytest.mark.skipif(rnncli.model._kernel is None, reason="the chunked recurrence is the compiled engine's")
+def test_an_interrupt_stops_every_thread_at_its_next_chunk_before_forward_returns(monkeypatch):
+    import threading
+
+    main = threading.main_thread()
+    calls = {"main": 0, "helper": 0}
+    recur = rnncli.model._kernel.recur
+    interrupted, helper_busy = threading.Event(), threading.Event()
+
+    class Kernel:
+        project = rnncli.model._kernel.project
+
+        @staticmethod
+        def recur(*args):
+            who = "main" if threading.current_thread() is main else "helper"
+            calls[who] += 1
+            if who == "main" and calls["main"] == 3:
+                helper_busy.wait(60)
+                interrupted.set()
+                raise KeyboardInterrupt  # as the signal handler raises it between two chunks
+            if who == "helper" and calls["helper"] == 2:
+                helper_busy.set()
+                interrupted.wait(60)  # the helper is mid-chunk when the caller is interrupted
+            recur(*args)
+
+    monkeypatch.setattr(rnncli.model, "_kernel", Kernel)
+    monkeypatch.setattr(rnncli.model, "available_threads", lambda: 2)
+    monkeypatch.setattr(rnncli.model, "MIN_THREAD_WORK", 1)
+    monkeypatch.setattr(rnncli.model, "RECURRENCE_CHUNK_WORK", 32 * 16 * 16)  # one step per call: 500 chunks
+    before = threading.active_count()
+    with pytest.raises(KeyboardInterrupt):
+        init_model(8, 16).forward(np.ones((64, 500, 8), np.float32))
+    assert threading.active_count() == before  # no thread is left writing into the caller's arrays
+    assert calls == {"main": 3, "helper": 2}  # the helper finished its chunk, then stopped

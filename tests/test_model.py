@@ -345,3 +345,12 @@ def test_forward_into_a_given_array_equals_a_fresh_one_and_refuses_misfits():
             model.forward(x, out=wrong)
     with pytest.raises(ShapeError, match="must not overlap the input"):
         model.forward(x, out=x)
+
+
+def test_new_layers_are_seen_by_the_next_forward_pass():
+    """The transposed input weights kept between passes belong to the layers they were made from."""
+    model = init_model(3, 4, seed=1)
+    x = np.ones((5, 3), np.float32)
+    model.forward(x)
+    model.layers = init_model(3, 4, seed=2).layers
+    np.testing.assert_array_equal(model.forward(x).sequence, init_model(3, 4, seed=2).forward(x).sequence)

@@ -319,7 +319,7 @@ def test_run_computes_an_npy_sequence_into_its_file_with_the_bits_of_stdout(tmp_
     to_file = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "y.npy")])
     to_stdout = CliRunner().invoke(main, [*args, "-o", "-"])
     assert to_file.exit_code == 0 and to_stdout.exit_code == 0, to_file.stderr + to_stdout.stderr
-    assert len(mapped) == 2  # asked for both; the file was mapped, stdout could not be
+    assert len(mapped) == 1  # the file's temporary; stdout never is
     assert (tmp_path / "y.npy").read_bytes() == to_stdout.stdout_bytes
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
 
@@ -337,3 +337,18 @@ def test_an_error_after_the_run_leaves_no_part_file_and_the_old_output(tmp_path,
     assert result.exit_code == 1, result.stderr
     assert (tmp_path / "y.npy").read_bytes() == PRECIOUS
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy", "y.npy"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/fd"), reason="needs /dev/fd")
+def test_a_failed_run_writes_nothing_into_a_descriptor_even_one_that_could_be_mapped(tmp_path, monkeypatch):
+    """`-o /dev/fd/N` on an empty file opened read-write (`1<>file`) is written into, not replaced, and so
+    it is never computed into: a run refused after the forward pass leaves it empty."""
+    import rnncli.pipeline
+
+    monkeypatch.setattr(rnncli.pipeline, "IN_PLACE_MIN_BYTES", 0)
+    np.save(tmp_path / "x.npy", np.full((3, 20, 4), 3e38, np.float32))  # linear outputs overflow
+    args = ["run", str(tmp_path / "x.npy"), "--units", "8", "--activation", "linear", "--on-nan", "error", "-q"]
+    with open(tmp_path / "out.npy", "w+b") as target:
+        result = CliRunner().invoke(main, [*args, "--to", "npy", "-o", f"/dev/fd/{target.fileno()}"])
+    assert result.exit_code == 1, result.stderr
+    assert (tmp_path / "out.npy").read_bytes() == b""
