@@ -964,7 +964,7 @@ get_array(PyObject *obj, Py_buffer *view, const char *name, int ndim,
     if (PyObject_GetBuffer(obj, view, PyBUF_RECORDS_RO) < 0) {
         PyErr_Clear();
         PyErr_Format(PyExc_TypeError,
-                     "recur: %s must be a float32 or float64 array of shape "
+                     "%s must be a float32 or float64 array of shape "
                      "%s supporting the buffer protocol, not %.200s",
                      name, dims, Py_TYPE(obj)->tp_name);
         return -1;
@@ -973,7 +973,7 @@ get_array(PyObject *obj, Py_buffer *view, const char *name, int ndim,
         PyObject *sh = shape_str(view);
         if (sh != NULL) {
             PyErr_Format(PyExc_ValueError,
-                         "recur: %s must be %dD with shape %s, got shape %U",
+                         "%s must be %dD with shape %s, got shape %U",
                          name, ndim, dims, sh);
             Py_DECREF(sh);
         }
@@ -993,7 +993,7 @@ get_array(PyObject *obj, Py_buffer *view, const char *name, int ndim,
         PyObject *sh = shape_str(view);
         if (sh != NULL) {
             PyErr_Format(PyExc_ValueError,
-                         "recur: %s of shape %U must be %s "
+                         "%s of shape %U must be %s "
                          "(use numpy.ascontiguousarray)",
                          name, sh,
                          rows_only ? "made of contiguous rows"
@@ -1005,7 +1005,7 @@ get_array(PyObject *obj, Py_buffer *view, const char *name, int ndim,
     }
     if (writable && view->readonly) {
         PyErr_Format(PyExc_ValueError,
-                     "recur: %s is read-only; it is updated in place", name);
+                     "%s is read-only; it is updated in place", name);
         PyBuffer_Release(view);
         return -1;
     }
@@ -1077,14 +1077,14 @@ kernel_recur(PyObject *self, PyObject *args, PyObject *kwargs)
                      act);
         return NULL;
     }
-    if (get_array(obuf, &vb, "buf", 3, "(T, B, H)", 1, 1) < 0) {
+    if (get_array(obuf, &vb, "recur: buf", 3, "(T, B, H)", 1, 1) < 0) {
         return NULL;
     }
-    if (get_array(oU, &vu, "U", 2, "(H, H)", 0, 0) < 0) {
+    if (get_array(oU, &vu, "recur: U", 2, "(H, H)", 0, 0) < 0) {
         PyBuffer_Release(&vb);
         return NULL;
     }
-    if (get_array(oh, &vh, "h", 2, "(B, H)", 1, 0) < 0) {
+    if (get_array(oh, &vh, "recur: h", 2, "(B, H)", 1, 0) < 0) {
         PyBuffer_Release(&vb);
         PyBuffer_Release(&vu);
         return NULL;
@@ -1156,8 +1156,9 @@ PyDoc_STRVAR(project_doc,
 "project disjoint rows at once.");
 
 static PyObject *
-kernel_project(PyObject *self, PyObject *args)
+kernel_project(PyObject *self, PyObject *args, PyObject *kwargs)
 {
+    static char *keywords[] = {"x", "W", "out", "bias", NULL};
     PyObject *ox, *oW, *oout, *obias = Py_None;
     Py_buffer vx, vw, vo, vb;
     proj_t pj;
@@ -1165,24 +1166,25 @@ kernel_project(PyObject *self, PyObject *args)
     int rc;
     (void)self;
 
-    if (!PyArg_ParseTuple(args, "OOO|O:project", &ox, &oW, &oout, &obias)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|O:project", keywords, &ox,
+                                     &oW, &oout, &obias)) {
         return NULL;
     }
     vb.obj = NULL;
-    if (get_array(ox, &vx, "x", 2, "(N, F)", 0, 1) < 0) {
+    if (get_array(ox, &vx, "project: x", 2, "(N, F)", 0, 1) < 0) {
         return NULL;
     }
-    if (get_array(oW, &vw, "W", 2, "(F, H)", 0, 0) < 0) {
+    if (get_array(oW, &vw, "project: W", 2, "(F, H)", 0, 0) < 0) {
         PyBuffer_Release(&vx);
         return NULL;
     }
-    if (get_array(oout, &vo, "out", 2, "(N, H)", 1, 1) < 0) {
+    if (get_array(oout, &vo, "project: out", 2, "(N, H)", 1, 1) < 0) {
         PyBuffer_Release(&vx);
         PyBuffer_Release(&vw);
         return NULL;
     }
     if (obias != Py_None &&
-        get_array(obias, &vb, "bias", 1, "(H,)", 0, 0) < 0) {
+        get_array(obias, &vb, "project: bias", 1, "(H,)", 0, 0) < 0) {
         vb.obj = NULL;
         goto fail;
     }
@@ -1321,7 +1323,8 @@ kernel_set_isa(PyObject *self, PyObject *arg)
 static PyMethodDef kernel_methods[] = {
     {"recur", (PyCFunction)(void (*)(void))kernel_recur,
      METH_VARARGS | METH_KEYWORDS, recur_doc},
-    {"project", kernel_project, METH_VARARGS, project_doc},
+    {"project", (PyCFunction)(void (*)(void))kernel_project,
+     METH_VARARGS | METH_KEYWORDS, project_doc},
     {"isa", kernel_isa, METH_NOARGS, isa_doc},
     {"available_isas", kernel_available_isas, METH_NOARGS,
      available_isas_doc},

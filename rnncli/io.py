@@ -375,23 +375,27 @@ def npy_in_place(fp: BinaryIO, shape: tuple[int, ...], dtype: np.dtype) -> Itera
         header, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
     )
     offset, count = len(header.getvalue()), math.prod(shape)
+    size = offset + count * dtype.itemsize
     mapped = None
     try:
+        import fcntl
+
         fd = fp.fileno()
         status = os.fstat(fd)
-        empty = stat.S_ISREG(status.st_mode) and status.st_size == 0 and fp.tell() == 0
-    except (AttributeError, OSError, ValueError):  # not a real file
-        empty = False
-    if empty and count and hasattr(os, "posix_fallocate"):
+        usable = stat.S_ISREG(status.st_mode) and status.st_size == 0 and fp.tell() == 0
+        usable = usable and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR
+    except (AttributeError, ImportError, OSError, ValueError):  # not a real file, or not POSIX
+        usable = False
+    if usable and count and size <= sys.maxsize and hasattr(os, "posix_fallocate"):
         try:
-            os.posix_fallocate(fd, 0, offset + count * dtype.itemsize)
+            os.posix_fallocate(fd, 0, size)
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENODEV):
                 raise  # a full disk or quota: the caller's write error
         else:
             try:
-                mapped = mmap.mmap(fd, offset + count * dtype.itemsize)
-            except (OSError, ValueError):  # a filesystem without mmap, a write-only descriptor
+                mapped = mmap.mmap(fd, size)
+            except (OSError, ValueError, OverflowError):  # a filesystem without mmap, no address space
                 os.ftruncate(fd, 0)
     if mapped is None:
         yield None

@@ -447,12 +447,15 @@ def test_project_refuses_mismatched_arguments():
         _kernel.project(x, w, out, np.ones(5))
     with pytest.raises(ValueError, match="bias has 4 entries, W has 5 columns"):
         _kernel.project(x, w, out, np.ones(4, np.float32))
-    with pytest.raises(ValueError, match="C-contiguous"):
+    with pytest.raises(ValueError, match=r"^project: bias of shape .* must be C-contiguous"):
         _kernel.project(x, w, out, np.ones(10, np.float32)[::2])
+    read_only = np.zeros((4, 5), np.float32)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match=r"^project: out is read-only"):
+        _kernel.project(x, w, read_only)
     assert not out.any()  # nothing written by a refused call
-    with pytest.raises(ValueError, match="read-only"):
-        out.flags.writeable = False
-        _kernel.project(x, w, out)
+    _kernel.project(x=x, W=w, out=out, bias=np.ones(5, np.float32))  # keywords, as the signature shows
+    np.testing.assert_array_equal(out, np.full((4, 5), 4.0, np.float32))
 
 
 def test_releases_the_gil():

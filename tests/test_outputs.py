@@ -270,7 +270,7 @@ def test_only_an_empty_regular_file_open_for_reading_and_writing_is_filled_in_pl
         assert out is None  # not empty
     with open(tmp_path / "w.npy", "wb") as fp, npy_in_place(fp, (2, 2), "float32") as out:
         assert out is None  # write-only: cannot be mapped
-        assert os.path.getsize(tmp_path / "w.npy") == 0  # the space reserved for the mapping is given back
+        assert os.path.getsize(tmp_path / "w.npy") == 0  # and no space was reserved
     with npy_in_place(io.BytesIO(), (2, 2), "float32") as out:
         assert out is None  # not a file
     read, write = os.pipe()
