@@ -671,7 +671,7 @@ def weights_convert(source: str, target: str, to: str | None, dtype: str | None,
             f"cannot tell a weights format rnncli writes from OUT {target}; name it .npz, .safetensors, .keras, "
             ".weights.h5 or .onnx, or give --to"
         )
-    _check_outputs({"OUT": target})
+    _check_outputs({"OUT": target}, [("IN", source)])
     loaded = _open_weights(source, params)
     model = loaded.model.astype(dtype) if dtype else loaded.model
     own = {"return_mode": loaded.return_mode, "layout": loaded.layout, "initial_state": loaded.initial_state}

@@ -686,3 +686,16 @@ def test_npz_saved_by_old_rnncli_still_loads(tmp_path, sample_npy):
     (tmp_path / "old.npz").write_bytes(buffer.getvalue())
     facts = json.loads(ok("weights", "inspect", tmp_path / "old.npz", "--json").stdout)
     assert facts["stored"]["activation"] == "relu" and facts["model"]["kind"] == "rnn"
+
+
+@pytest.mark.parametrize("target", ["w.npz", "link.npz", "./w.npz"])
+def test_convert_refuses_to_write_over_its_input(tmp_path, monkeypatch, target):
+    monkeypatch.chdir(tmp_path)
+    saved = CliRunner().invoke(main, ["run", "-", "--units", "3", "-q", "--save-weights", "w.npz"], input="1,2\n")
+    assert saved.exit_code == 0, saved.stderr
+    os.symlink("w.npz", "link.npz")
+    before = (tmp_path / "w.npz").read_bytes()
+    result = CliRunner().invoke(main, ["weights", "convert", "w.npz", target, "--to", "safetensors"])
+    assert result.exit_code == 2
+    assert result.stderr == f"rnncli: error: OUT {target} is also the IN file; write the output to another file\n"
+    assert (tmp_path / "w.npz").read_bytes() == before
