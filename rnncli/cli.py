@@ -377,7 +377,10 @@ return_option = click.option(
     "written into.",
 )
 @click.option(
-    "--to", "to", type=click.Choice(FORMAT_NAMES), help="Output format. [default: from -o's extension; npy on stdout]"
+    "--to",
+    "to",
+    type=click.Choice(FORMAT_NAMES),
+    help="Output format. [default: from -o's extension; npy on stdout or a pipe]",
 )
 @click.option(
     "--from",

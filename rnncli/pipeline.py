@@ -516,9 +516,10 @@ class RunResult(NamedTuple):
 
 
 def output_format(path: str, to: str | None, return_mode: str) -> str:
-    """The output format: `to`, else from `path`'s extension, else npy (stdout); "both" needs npz."""
+    """The output format: `to`, else from `path`'s extension, else npy for a stream (stdout, a pipe, a
+    device: `-o >(gzip > y.npy.gz)`); "both" needs npz."""
     fmt = to or (format_from_name(path) if path != "-" else None)
-    if path != "-" and fmt is None:
+    if fmt is None and path != "-" and not writes_in_place(path):
         raise UsageError(f"cannot tell the format of -o {path} from its extension; use .npy/.npz/.csv or --to")
     if return_mode == "both":
         if fmt not in (None, "npz"):

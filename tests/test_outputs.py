@@ -206,10 +206,11 @@ def test_run_writes_into_a_fifo(tmp_path, sample_npy):
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
 
 
+@pytest.mark.parametrize("to", ["--to npy", ""], ids=["--to npy", "npy by default, as on stdout"])
 @pytest.mark.parametrize("source", ["sines.npy", "sines.csv"], ids=["npy, streamed", "csv, rows unknown"])
-def test_run_writes_into_process_substitution(tmp_path, sample_npy, source):
+def test_run_writes_into_process_substitution(tmp_path, sample_npy, source, to):
     command = (
-        f"{sys.executable} -m rnncli run {sample_npy.parent / source} --units 2 -q --to npy -o >(cat > got.npy)"
+        f"{sys.executable} -m rnncli run {sample_npy.parent / source} --units 2 -q {to} -o >(cat > got.npy)"
         "; status=$?; wait $!; exit $status"
     )
     proc = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, check=False)
