@@ -564,7 +564,12 @@ MIN_THREAD_WORK = 1 << 24
 so smaller jobs measured no faster or slower with threads (2026-12-01, 2 cores)."""
 
 RECURRENCE_CHUNK_WORK = 1 << 28
-"""Multiply-adds per call of the compiled recurrence (5-30 ms): the longest wait for Ctrl-C."""
+"""Multiply-adds per call of the compiled recurrence (5-30 ms), what Ctrl-C waits for at most, unless:"""
+
+CHUNK_ROW_STEPS = 8192
+"""Row-steps per call at least: each call packs W_hh afresh (about 1 ns per element), which made calls of
+2**28 multiply-adds 18% slower than one call at H = 1024 and 8 rows (34% on 2 threads); 2048 and 512
+row-steps per call cost 1.4% and 6% (2026-12-01). At H = 1024 a call then takes about 0.25 s."""
 
 MIN_THREAD_ROWS = 8
 """Batch rows per recurrence thread: the kernel runs 4 or more rows through one code path, whose
@@ -692,7 +697,8 @@ def _recur(
         def rows_through_time(rows: slice, stop: list[bool]) -> None:
             # in chunks of steps, the state carried in h (the same bits as one call), so that an
             # interrupt or another thread's failure is seen within a fraction of a second
-            chunk = max(1, RECURRENCE_CHUNK_WORK // ((rows.stop - rows.start) * units * units))
+            count = rows.stop - rows.start
+            chunk = max(1, RECURRENCE_CHUNK_WORK // (count * units * units), CHUNK_ROW_STEPS // count)
             starts = range(0, steps, chunk)
             for start in reversed(starts) if reverse else starts:
                 if stop[0]:

@@ -169,16 +169,31 @@ def test_an_error_in_a_thread_reaches_the_caller_after_every_thread_has_ended():
     assert sorted(ran) == ["caller", "third"]
 
 
-def test_chunks_of_the_recurrence_give_the_bits_of_one_call(engine, monkeypatch):
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["forward", "both directions"])
+def test_chunks_of_the_recurrence_give_the_bits_of_one_call(engine, monkeypatch, bidirectional):
     x = np.random.default_rng(6).normal(size=(40, 30, 8)).astype(np.float32)
-    for model in (init_model(8, 16, seed=6), init_model(8, 16, seed=6, bidirectional=True, layers=2)):
-        whole = model.forward(x)
-        monkeypatch.setattr(rnncli.model, "RECURRENCE_CHUNK_WORK", 40 * 16 * 16 * 7)  # 7 steps per call
-        chunked = model.forward(x)
-        monkeypatch.undo()
-        np.testing.assert_array_equal(chunked.sequence, whole.sequence)
-        for mine, theirs in zip(chunked.state, whole.state):
-            np.testing.assert_array_equal(mine, theirs)
+    model = init_model(8, 16, seed=6, bidirectional=bidirectional, layers=2)
+    whole = model.forward(x)
+    calls = []
+    if rnncli.model._kernel is not None:
+        real_recur = rnncli.model._kernel.recur
+
+        class Kernel:
+            project = rnncli.model._kernel.project
+
+            @staticmethod
+            def recur(buf, *args):
+                calls.append(buf.shape[0])
+                real_recur(buf, *args)
+
+        monkeypatch.setattr(rnncli.model, "_kernel", Kernel)
+    monkeypatch.setattr(rnncli.model, "RECURRENCE_CHUNK_WORK", 40 * 16 * 16 * 7)  # 7 steps per call
+    monkeypatch.setattr(rnncli.model, "CHUNK_ROW_STEPS", 1)
+    chunked = model.forward(x)
+    assert engine == "numpy" or set(calls) == {7, 2}  # 30 steps: 4 calls of 7, then 2
+    np.testing.assert_array_equal(chunked.sequence, whole.sequence)
+    for mine, theirs in zip(chunked.state, whole.state):
+        np.testing.assert_array_equal(mine, theirs)
 
 
 @pytest.mark.skipif(rnncli.model._kernel is None, reason="the chunked recurrence is the compiled engine's")
@@ -210,6 +225,7 @@ def test_an_interrupt_stops_every_thread_at_its_next_chunk_before_forward_return
     monkeypatch.setattr(rnncli.model, "available_threads", lambda: 2)
     monkeypatch.setattr(rnncli.model, "MIN_THREAD_WORK", 1)
     monkeypatch.setattr(rnncli.model, "RECURRENCE_CHUNK_WORK", 32 * 16 * 16)  # one step per call: 500 chunks
+    monkeypatch.setattr(rnncli.model, "CHUNK_ROW_STEPS", 1)
     before = threading.active_count()
     with pytest.raises(KeyboardInterrupt):
         init_model(8, 16).forward(np.ones((64, 500, 8), np.float32))
