@@ -590,6 +590,12 @@ def available_threads() -> int:
     return cores
 
 
+def _thread_count(useful: int) -> int:
+    """Threads for a job that `useful` threads could share: at most the available ones, at least 1 (the
+    CPUs are only looked up when more than one would help)."""
+    return min(available_threads(), useful) if useful > 1 else 1
+
+
 def _project(
     sequence: np.ndarray, weights: np.ndarray, bias: np.ndarray | None, time_axis: int, into: np.ndarray | None = None
 ) -> np.ndarray:
@@ -617,8 +623,7 @@ def _project(
 def _project_pieces(pieces: list[tuple[np.ndarray, np.ndarray]], weights: np.ndarray, bias: np.ndarray | None) -> None:
     """out = rows @ weights + bias for each (rows, out) piece, the rows shared evenly among threads."""
     total = sum(len(rows) for rows, _ in pieces)
-    threads = total * weights.size // MIN_THREAD_WORK
-    threads = max(1, min(available_threads(), threads) if threads > 1 else threads)
+    threads = _thread_count(total * weights.size // MIN_THREAD_WORK)
     edges = [total * k // threads for k in range(threads + 1)]
     shares: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(threads)]
     offset = 0
@@ -697,7 +702,7 @@ def _recur(
         def rows_through_time(rows: slice, stop: list[bool]) -> None:
             # in chunks of steps, the state carried in h (the same bits as one call), so that an
             # interrupt or another thread's failure is seen within a fraction of a second
-            count = rows.stop - rows.start
+            count = max(1, rows.stop - rows.start)  # no rows at all: one call that does nothing
             chunk = max(1, RECURRENCE_CHUNK_WORK // (count * units * units), CHUNK_ROW_STEPS // count)
             starts = range(0, steps, chunk)
             for start in reversed(starts) if reverse else starts:
@@ -715,8 +720,7 @@ def _recur(
 def _row_ranges(batch: int, work: int) -> list[slice]:
     """Batch rows shared among threads for the whole recurrence (rows never depend on each other, so
     threads never wait): at least MIN_THREAD_ROWS rows each (less up to 2), starting on multiples of 4."""
-    threads = min(batch // MIN_THREAD_ROWS, work // MIN_THREAD_WORK)
-    threads = max(1, min(available_threads(), threads) if threads > 1 else threads)
+    threads = _thread_count(min(batch // MIN_THREAD_ROWS, work // MIN_THREAD_WORK))
     edges = [(batch * k // threads + 2) // 4 * 4 for k in range(threads)] + [batch]
     return [slice(start, stop) for start, stop in zip(edges, edges[1:])]
 

@@ -354,3 +354,9 @@ def test_new_layers_are_seen_by_the_next_forward_pass():
     model.forward(x)
     model.layers = init_model(3, 4, seed=2).layers
     np.testing.assert_array_equal(model.forward(x).sequence, init_model(3, 4, seed=2).forward(x).sequence)
+
+
+@pytest.mark.parametrize("shape", [(0, 5, 3), (2, 0, 3), (0, 3)], ids=["no sequences", "no steps", "empty sequence"])
+def test_empty_inputs_give_empty_outputs(shape):
+    out = init_model(3, 4).forward(np.zeros(shape, np.float32))
+    assert out.sequence.shape == (*shape[:-1], 4)
