@@ -316,14 +316,6 @@ class BatchResult:
 Finished = Callable[[FileRecord], None]
 
 
-def default_workers() -> int:
-    """The cores this process may use (CPU affinity, e.g. a SLURM allocation), else the machine's."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 def run_batch(
     jobs: Sequence[Job],
     prepared: PreparedBatch,

@@ -494,7 +494,8 @@ def run(input: str, **params: Any) -> None:
     state_source = f"--initial-state {params['initial_state']}" if params["initial_state"] else "the initial state"
     lengths_source = f"--lengths {params['lengths']}"
     # A .npy of unknown length (from CSV) gets its header last, which needs a file, not stdout or a pipe.
-    header_last = shape and shape[0] is None and (output == "-" or writes_in_place(output)) and out_fmt == "npy"
+    to_stream = output == "-" or writes_in_place(output)  # not a staged temporary file
+    header_last = shape and shape[0] is None and to_stream and out_fmt == "npy"
     header_last = header_last and settings.return_mode != "final"
     streamed = shape and not (preview or params["show"] or lengths is not None or header_last)
     # Output files are staged and renamed into place together when this block ends: a failure or an
@@ -518,7 +519,7 @@ def run(input: str, **params: Any) -> None:
                 lengths_source=lengths_source,
                 sink=fp,
                 out_fmt=out_fmt,
-                sink_is_temporary=output != "-" and not writes_in_place(output),
+                sink_is_temporary=not to_stream,
             )
             if preview:
                 from .summary import render_preview
@@ -857,7 +858,6 @@ def batch(inputs: tuple[str, ...], **params: Any) -> None:
         BatchSettings,
         batch_report,
         check_own_outputs,
-        default_workers,
         expand_inputs,
         parse_shard,
         plan_batch,
@@ -865,6 +865,7 @@ def batch(inputs: tuple[str, ...], **params: Any) -> None:
         run_batch,
     )
     from .errors import OutputError
+    from .model import usable_cpus
     from .pipeline import RunSettings, output_format
     from .summary import stderr_console
 
@@ -903,7 +904,7 @@ def batch(inputs: tuple[str, ...], **params: Any) -> None:
         result = run_batch(
             plan.todo,
             prepared,
-            workers=params["workers"] or default_workers(),
+            workers=params["workers"] or usable_cpus(),
             dask_address=params["dask_address"],
             on_record=progress.update,
         )

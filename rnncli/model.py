@@ -382,10 +382,7 @@ class RNN:
             )
 
     def _merge(self, parts: list[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
-        if len(parts) == 1:
-            if out is not None and parts[0] is not out:
-                out[...] = parts[0]
-                return out
+        if len(parts) == 1:  # with `out`, the last layer was computed in it
             return parts[0]
         forward, backward = parts
         if self.merge == "concat":
@@ -576,13 +573,18 @@ MIN_THREAD_ROWS = 8
 bits do not depend on where a row sits, so a batch split among threads gives the bits of one."""
 
 
+def usable_cpus() -> int:
+    """The cores this process may use (CPU affinity, e.g. a SLURM allocation), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def available_threads() -> int:
     """Threads for the input projection and the batch recurrence: the cores this process may run on,
     capped by the first of THREAD_VARIABLES set to a positive whole number (batch workers get 1 each)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
+    cores = usable_cpus()
     for name in THREAD_VARIABLES:
         value = os.environ.get(name, "").strip()
         if value.isdigit() and int(value) > 0:
