@@ -783,16 +783,15 @@ def _permissions(path: str) -> int:
     return 0o666 & ~_umask()
 
 
-def _create_temporary(directory: str, name: str) -> tuple[int, str]:
-    """A new, exclusive, private file `.NAME.XXXXXXXX.part` in `directory` (what tempfile.mkstemp does,
-    without importing tempfile and its dependencies at start-up)."""
-    for _ in range(100):
-        path = os.path.join(directory, f".{name}.{os.urandom(6).hex()}.part")
-        try:
-            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600), path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary name in {directory}")
+def _temporary_name(directory: str, name: str) -> str:
+    """A fresh name `.NAME.XXXXXXXX.part` in `directory` for a private temporary file."""
+    return os.path.join(directory, f".{name}.{os.urandom(6).hex()}.part")
+
+
+def _create_exclusive(path: str) -> int:
+    """Create `path`, which must not exist, readable and writable by its owner only (as tempfile.mkstemp
+    does, without importing tempfile and its dependencies at start-up)."""
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
 
 
 @contextmanager
@@ -809,26 +808,38 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         with _in_place(path) as fp:
             yield fp
         return
+    # The name is chosen before the file is created, so the cleanup below also covers an interrupt
+    # that lands the instant os.open returns (a signal arriving during the call raises right after it).
+    temporary = _temporary_name(directory, os.path.basename(path))
     try:
-        fd, temporary = _create_temporary(directory, os.path.basename(path))
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write here ({exc.strerror})") from None
-    try:
+        while True:
+            try:
+                fd = _create_exclusive(temporary)
+                break
+            except FileExistsError:  # 48 random bits: practically never; never remove someone else's file
+                temporary = _temporary_name(directory, os.path.basename(path))
+            except OSError as exc:
+                temporary = ""
+                raise OutputError(f"{path}: cannot write here ({exc.strerror})") from None
         with os.fdopen(fd, "wb") as fp:
             yield fp
             sync_output(fp)
         os.chmod(temporary, _permissions(path))
         os.replace(temporary, path)
     except OSError as exc:
-        with suppress(OSError):
-            os.unlink(temporary)
+        _remove_quietly(temporary)
         raise OutputError(
             f"{path}: write failed ({exc.strerror or exc}); nothing was written and any existing file is unchanged"
         ) from None
     except BaseException:
-        with suppress(OSError):
-            os.unlink(temporary)
+        _remove_quietly(temporary)
         raise
+
+
+def _remove_quietly(path: str) -> None:
+    if path:
+        with suppress(OSError):
+            os.unlink(path)
 
 
 @contextmanager

@@ -73,13 +73,13 @@ class FullDisk:
 def disk_fills_on(monkeypatch):
     """`disk_fills_on(name, room)`: the temporary file for output `name` fills after `room` bytes."""
     temporaries = {}
-    real_create, real_fdopen = rnncli_io._create_temporary, os.fdopen
+    real_create, real_fdopen = rnncli_io._create_exclusive, os.fdopen
     real_fallocate = getattr(os, "posix_fallocate", None)
 
-    def create(*args, **kwargs):
-        fd, path = real_create(*args, **kwargs)
+    def create(path):
+        fd = real_create(path)
         temporaries[fd] = os.path.basename(path)
-        return fd, path
+        return fd
 
     def arm(name, room):
         def fdopen(fd, *args, **kwargs):
@@ -91,7 +91,7 @@ def disk_fills_on(monkeypatch):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             return real_fallocate(fd, offset, length)
 
-        monkeypatch.setattr(rnncli_io, "_create_temporary", create)
+        monkeypatch.setattr(rnncli_io, "_create_exclusive", create)
         monkeypatch.setattr(os, "fdopen", fdopen)
         if real_fallocate is not None:
             monkeypatch.setattr(os, "posix_fallocate", fallocate)

@@ -196,6 +196,27 @@ def test_atomic_output_disk_full_leaves_nothing(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["out.npy"]
 
 
+@pytest.mark.parametrize("where", ["os.open returns", "os.fdopen returns"])
+def test_an_interrupt_right_after_the_temporary_is_created_leaves_nothing(tmp_path, monkeypatch, where):
+    """A signal arriving during the system call raises the instant it returns: the file then exists,
+    but no variable holds its descriptor yet (CI once kept a `.part` file that way)."""
+    target = tmp_path / "out.npy"
+    target.write_bytes(b"precious")
+    name = where.split()[0].split(".")[1]
+    real = getattr(os, name)
+
+    def interrupted(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, name, interrupted)
+    with pytest.raises(KeyboardInterrupt), atomic_output(target) as fp:
+        fp.write(b"never")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"precious"
+    assert os.listdir(tmp_path) == ["out.npy"]
+
+
 def test_atomic_output_refuses_missing_directory(tmp_path):
     with pytest.raises(OutputError, match="does not exist"), atomic_output(tmp_path / "nope" / "x.npy"):
         pass
