@@ -812,15 +812,11 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     # that lands the instant os.open returns (a signal arriving during the call raises right after it).
     temporary = _temporary_name(directory, os.path.basename(path))
     try:
-        while True:
-            try:
-                fd = _create_exclusive(temporary)
-                break
-            except FileExistsError:  # 48 random bits: practically never; never remove someone else's file
-                temporary = _temporary_name(directory, os.path.basename(path))
-            except OSError as exc:
-                temporary = ""
-                raise OutputError(f"{path}: cannot write here ({exc.strerror})") from None
+        try:
+            fd = _create_exclusive(temporary)
+        except OSError as exc:  # nothing of ours to remove (EEXIST: another's file, a 1 in 2^48 clash)
+            temporary = ""
+            raise OutputError(f"{path}: cannot write here ({exc.strerror})") from None
         with os.fdopen(fd, "wb") as fp:
             yield fp
             sync_output(fp)
