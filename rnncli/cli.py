@@ -533,12 +533,8 @@ def run(input: str, **params: Any) -> None:
         facts.output.update(destination="terminal (preview)" if preview else "stdout" if output == "-" else output)
         facts.output["format"] = out_fmt
         if params["save_weights"]:
-            from .weights import save_format, write_weights
-
-            fmt, target = save_format(params["save_weights"]), params["save_weights"]
-            own = {"return_mode": built.return_mode, "layout": built.layout, "initial_state": built.initial_state}
-            facts.warnings += _write(target, lambda fp: write_weights(built.model, fp, fmt, **own, name=target), staged)
-            facts.output["also"]["weights"] = target
+            facts.warnings += _save_weights(built, params["save_weights"], staged)
+            facts.output["also"]["weights"] = params["save_weights"]
         if params["save_state"]:
             state = state_to_save(run.state, params["save_state"])
             kind = "npz" if isinstance(state, dict) else "npy"
@@ -768,17 +764,13 @@ def _run_stream(source: str, options: Any, params: dict[str, Any]) -> None:
         built, rows = open_stream(options, lines, name)
         if params["save_state"]:
             check_state_file(built.model, params["save_state"])
-        if params["save_weights"]:
-            from .weights import save_format, save_weights
-
-            fmt, own = save_format(params["save_weights"]), {"return_mode": built.return_mode, "layout": built.layout}
-            _write(params["save_weights"], lambda fp: save_weights(built.model, fp, fmt, **own))
+        notes = _save_weights(built, params["save_weights"]) if params["save_weights"] else []
         if initial_state is not None:
             check_initial_state(built.model, initial_state, f"--initial-state {params['initial_state']}", None, name)
         elif built.initial_state is not None:  # the state the weights file holds
             initial_state = own_state(built, True)
             check_initial_state(built.model, initial_state, f"the initial state {built.weights} holds", None, name)
-        render_warnings(console, list(built.warnings))
+        render_warnings(console, [*built.warnings, *notes])
         facts = stream_rows(
             built.model,
             rows,
@@ -913,11 +905,9 @@ def batch(inputs: tuple[str, ...], **params: Any) -> None:
         document = _json_bytes(report)
         _write(params["report"], lambda fp: fp.write(document))
     if params["save_weights"] and result.built is not None:
-        from .weights import save_format, save_weights
+        from .summary import render_warnings
 
-        fmt, built = save_format(params["save_weights"]), result.built
-        own = {"return_mode": built.return_mode, "layout": built.layout}
-        _write(params["save_weights"], lambda fp: save_weights(built.model, fp, fmt, **own))
+        render_warnings(console, _save_weights(result.built, params["save_weights"]))
     if not quiet:
         _render_batch_summary(console, report)
     counts = report["counts"]
@@ -1127,6 +1117,16 @@ def _write(path: str, produce: Callable[[Any], Any], staged: ExitStack | None = 
     result = produce(fp)
     sync_output(fp)  # a full disk shows here (a pipe has nothing to sync), before any staged output is renamed
     return result
+
+
+def _save_weights(built: Any, target: str, staged: ExitStack | None = None) -> list[str]:
+    """--save-weights: the model as .npz or .safetensors, with what its weights file said besides the
+    tensors (output choice, input layout); returns notes on what the file does not keep (an initial state)."""
+    from .weights import save_format, write_weights
+
+    fmt = save_format(target)
+    own = {"return_mode": built.return_mode, "layout": built.layout, "initial_state": built.initial_state}
+    return _write(target, lambda fp: write_weights(built.model, fp, fmt, **own, name=target), staged)
 
 
 def _check_outputs(

@@ -278,6 +278,23 @@ def test_an_initial_state_the_graph_holds_is_applied(x_of, tmp_path):
     assert "the initial state" in line and "torch_rnn2_h0_constant.onnx" in line and "(3, 4)" in line
 
 
+def test_every_save_weights_says_the_initial_state_is_not_kept(x_of, tmp_path):
+    """run, run --stream and batch save the same file, and all three say what it leaves out."""
+    x, weights = x_of("torch_rnn2_h0_constant"), MODELS / "torch_rnn2_h0_constant.onnx"
+    case = expected("torch_rnn2_h0_constant")
+    np.savetxt(tmp_path / "rows.csv", case["x"][0], delimiter=",")
+    np.save(tmp_path / "h0.npy", case["initial_state"][:, 0])
+    stream = ["run", tmp_path / "rows.csv", "--stream", "--initial-state", tmp_path / "h0.npy"]
+    batch = ["batch", x, "--out-dir", tmp_path / "out"]
+    run = ["run", x, "-o", tmp_path / "y.npy"]
+    for k, command in enumerate([run, stream, batch]):
+        saved = ok(*command, "--weights", weights, "--save-weights", tmp_path / f"w{k}.npz", "-q")
+        assert saved.stderr.count("does not keep the initial state") == 1, (command[0:3], saved.stderr)
+        with np.load(tmp_path / f"w{k}.npz") as written, np.load(tmp_path / "w0.npz") as first:
+            assert sorted(written) == sorted(first)
+            assert all(np.array_equal(written[name], first[name]) for name in first)
+
+
 # --- the run summary ------------------------------------------------------------------------------
 
 
