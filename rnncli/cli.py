@@ -727,7 +727,7 @@ def info(data: str, from_: str | None, key: str | None, as_json: bool) -> None:
 def _run_stream(source: str, options: Any, params: dict[str, Any]) -> None:
     """`run --stream`: rows in, rows out, one at a time (stream.py does the work)."""
     from .io import open_input, write_array
-    from .pipeline import check_initial_state, check_state_file, load_state, own_state, state_format, state_to_save
+    from .pipeline import check_state_file, load_state, starting_state, state_format, state_to_save
     from .stream import open_stream, stream_rows
     from .summary import render_warnings, stderr_console
 
@@ -765,11 +765,8 @@ def _run_stream(source: str, options: Any, params: dict[str, Any]) -> None:
         if params["save_state"]:
             check_state_file(built.model, params["save_state"])
         notes = _save_weights(built, params["save_weights"]) if params["save_weights"] else []
-        if initial_state is not None:
-            check_initial_state(built.model, initial_state, f"--initial-state {params['initial_state']}", None, name)
-        elif built.initial_state is not None:  # the state the weights file holds
-            initial_state = own_state(built, True)
-            check_initial_state(built.model, initial_state, f"the initial state {built.weights} holds", None, name)
+        given = f"--initial-state {params['initial_state']}"
+        initial_state, _ = starting_state(built, initial_state, given, None, name)
         render_warnings(console, [*built.warnings, *notes])
         facts = stream_rows(
             built.model,

@@ -10,6 +10,14 @@ def printable(text: object, limit: int | None = 60) -> str:
     return safe if limit is None or len(safe) <= limit else safe[:limit] + "…"
 
 
+def byte_size(count: float, byte_unit: str = "bytes") -> str:
+    """A size for a message or a table: "900 bytes" (`byte_unit` names the smallest unit), "3.1 MiB", "2.9 GiB"."""
+    unit = 0
+    while count >= 1024 and unit < 3:
+        count, unit = count / 1024, unit + 1
+    return f"{count:,.0f} {byte_unit}" if unit == 0 else f"{count:,.1f} {('KiB', 'MiB', 'GiB')[unit - 1]}"
+
+
 class RnnCliError(Exception):
     """Base class: a problem the user can fix. Exit code 1 unless a subclass says otherwise."""
 

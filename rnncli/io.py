@@ -29,7 +29,7 @@ import numpy as np
 if TYPE_CHECKING:  # zipfile is imported where used: quick start-up for plain .npy runs
     import zipfile
 
-from .errors import InputError, OutputError, RnnCliError, UsageError, printable
+from .errors import InputError, OutputError, RnnCliError, UsageError, byte_size, printable
 
 PathOrFile = Union[str, "os.PathLike[str]", BinaryIO]
 
@@ -521,23 +521,15 @@ def check_zip_member(info: zipfile.ZipInfo, label: str, error: type[RnnCliError]
     ratio = size / max(packed, 1)
     if size > ZIP_BOMB_SIZE and ratio > ZIP_BOMB_RATIO:
         raise error(
-            f"{label}: the member inflates {ratio:,.0f}× ({_byte_size(size)} from {_byte_size(packed)}), "
+            f"{label}: the member inflates {ratio:,.0f}× ({byte_size(size)} from {byte_size(packed)}), "
             f"which looks like a zip bomb; refusing to read it; {resave}"
         )
     if 2 * size > budget:
         raise error(
-            f"{label}: the member inflates to {_byte_size(size)} and reading it needs about {_byte_size(2 * size)}, "
-            f"more than the {_byte_size(budget)} of memory available (a zip bomb?); refusing to read it; "
+            f"{label}: the member inflates to {byte_size(size)} and reading it needs about {byte_size(2 * size)}, "
+            f"more than the {byte_size(budget)} of memory available (a zip bomb?); refusing to read it; "
             "free some memory or use a smaller file"
         )
-
-
-def _byte_size(count: float) -> str:
-    """A size for a message: 900 bytes, 3.1 MiB, 2.9 GiB."""
-    unit = 0
-    while count >= 1024 and unit < 3:
-        count, unit = count / 1024, unit + 1
-    return f"{count:,.0f} bytes" if unit == 0 else f"{count:,.1f} {('KiB', 'MiB', 'GiB')[unit - 1]}"
 
 
 def _read_text(data: bytes, name: str) -> np.ndarray:

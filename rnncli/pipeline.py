@@ -544,10 +544,25 @@ def _start_facts(built: BuiltModel, source: str, fmt: str, key: str | None, shap
     return facts
 
 
-def own_state(built: BuiltModel, single: bool) -> Sequence[np.ndarray]:
-    """The initial state the weights file holds, as one sequence's when it is for a batch of one."""
-    state = built.initial_state
-    return [s[0] for s in state] if single and len(state[0]) == 1 else state
+def starting_state(
+    built: BuiltModel,
+    given: np.ndarray | Sequence[np.ndarray] | None,
+    given_name: str,
+    batch: int | None,
+    source: str,
+) -> tuple[np.ndarray | Sequence[np.ndarray] | None, bool]:
+    """The state a run over `source` (`batch` rows, None for one sequence) starts from, checked against
+    the model: the one `given` (`given_name` in messages), else the one the weights file holds, as one
+    sequence's when it is for a batch of one (then the flag is true), else None: zeros."""
+    held = given is None and built.initial_state is not None
+    state, name = given, given_name
+    if held:
+        state, name = built.initial_state, f"the initial state {built.weights} holds"
+        if batch is None and len(state[0]) == 1:
+            state = [s[0] for s in state]
+    if state is not None:
+        check_initial_state(built.model, state, name, batch, source)
+    return state, held
 
 
 def _finish_facts(
@@ -626,11 +641,11 @@ def run_loaded(
             layout_from=built.layout_from if own else None,
         )
     check_features(built, x.shape[-1], loaded.source, loaded.array.shape)
-    if initial_state is None and built.initial_state is not None:
-        initial_state, state_source = own_state(built, x.ndim == 2), f"the initial state {built.weights} holds"
+    initial_state, held = starting_state(
+        built, initial_state, state_source, None if x.ndim == 2 else batch, loaded.source
+    )
+    if held:
         facts.model["initial_state"] = "the weights file"
-    if initial_state is not None:
-        check_initial_state(built.model, initial_state, state_source, None if x.ndim == 2 else batch, loaded.source)
     if lengths is not None:
         check_lengths(lengths, lengths_source, batch, steps, loaded.source)
     check_working_memory(built.model, steps, batch, loaded.source)
@@ -710,11 +725,7 @@ def run_streamed(
     model = built.model
     block_steps = model_module.BLOCK_STEPS
     text = (fmt or format_from_name(source)) == "csv"
-    held = initial_state is None and built.initial_state is not None  # the state the weights file holds
-    if held:
-        initial_state, state_source = own_state(built, True), f"the initial state {built.weights} holds"
-    if initial_state is not None:
-        check_initial_state(model, initial_state, state_source, None, source)
+    initial_state, held = starting_state(built, initial_state, state_source, None, source)
     with open_input(source) as fp:
         if text:
             steps, width, dtype = None, model.input_size, np.dtype(np.float64)

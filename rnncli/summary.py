@@ -12,6 +12,8 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
+from .errors import byte_size
+
 # Wider than any row naming a path (PATH_MAX is 4096) can be: rich wraps only at the console width, and
 # its table layout costs the same at any width.
 _UNWRAPPED_WIDTH = 1 << 16
@@ -236,13 +238,7 @@ def _value(value: Any) -> str:
 
 
 def _bytes(count: int | None) -> str:
-    if count is None:
-        return "—"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:,} B" if unit == "B" else f"{count:,.1f} {unit}"
-        count /= 1024
-    return ""  # pragma: no cover
+    return "—" if count is None else byte_size(count, "B")
 
 
 def render_weights(console: Console, facts: dict[str, Any]) -> None:
